@@ -1,0 +1,412 @@
+"""Validated configuration models.
+
+A config is YAML with six sections, ``run``, ``market``, ``population``,
+``exchange``, ``fund`` and ``policies``. Every model forbids unknown keys so
+that a typo is an error; field descriptions (with units) are the source of
+the README's config reference. Loading never creates files or directories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
+
+from stress.errors import ConfigError
+
+LAYERS = ("insurance_fund", "adl", "socialised", "platform")
+MINUTES_PER_YEAR = 365.0 * 24.0 * 60.0
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _finite(v: float) -> float:
+    if v is not None and not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+# --------------------------------------------------------------------- run
+class RunConfig(Strict):
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100,
+        description="Run name; results go to `results/<name>/`. Letters, digits, `_`, `-`, `.`.")
+    paths: int = Field(ge=1, description="Number of Monte Carlo price paths.")
+    steps: int = Field(ge=1, description="Steps per path (1,440 one-minute steps = one day).")
+    seed: int = Field(ge=0, description="Root seed; path i uses the stream derived from (seed, i).")
+    shard_size: int = Field(
+        default=250, ge=1,
+        description="Paths per shard (one task, one file in `results/<name>/shards/`). "
+                    "Results do not depend on it.")
+    step_minutes: float = Field(
+        default=1.0, gt=0, description="Length of one step, in minutes.")
+
+    @property
+    def dt_years(self) -> float:
+        return self.step_minutes / MINUTES_PER_YEAR
+
+
+# ------------------------------------------------------------------ market
+class GBMMarket(Strict):
+    kind: Literal["gbm"]
+    s0: float = Field(default=60_000.0, gt=0, description="Start price (quote per base).")
+    mu: float = Field(default=0.0, description="Drift, per year (continuously compounded): "
+                                               "E[S_t] = s0·exp(mu·t).")
+    sigma: float = Field(default=0.6, ge=0, description="Diffusion volatility, per √year.")
+
+    _fin = field_validator("s0", "mu", "sigma")(_finite)
+
+
+class MertonMarket(GBMMarket):
+    kind: Literal["merton"]  # type: ignore[assignment]
+    jump_intensity: float = Field(
+        default=20.0, ge=0, description="Poisson jump rate λ, jumps per year.")
+    jump_mean: float = Field(
+        default=-0.08, description="Mean of the log jump size (−0.08 ≈ an 8% crash).")
+    jump_std: float = Field(default=0.04, ge=0, description="Std of the log jump size.")
+
+    _fin2 = field_validator("jump_intensity", "jump_mean", "jump_std")(_finite)
+
+
+class ReplayMarket(Strict):
+    kind: Literal["replay"]
+    path: str = Field(description="CSV file (relative to the config file) with a timestamp "
+                                  "and a price column; the same path for every Monte Carlo path.")
+    price_column: str = Field(default="close", description="Column holding the price.")
+    timestamp_column: str = Field(default="timestamp",
+                                  description="Column holding the time stamp (must increase).")
+    where: dict[str, str] = Field(
+        default_factory=dict,
+        description="Keep only rows whose columns equal these values, e.g. "
+                    "`{event: 2020-03-12_black_thursday}`.")
+
+
+Market = Annotated[Union[GBMMarket, MertonMarket, ReplayMarket], Field(discriminator="kind")]
+
+
+# -------------------------------------------------------------- population
+class LeverageMix(Strict):
+    values: list[float] = Field(
+        default=[2, 5, 10, 20, 25, 50, 75, 100], min_length=1,
+        description="Leverage choices (x). Each must be ≥ 1 and within the tier table's "
+                    "maximum leverage.")
+    weights: list[float] | None = Field(
+        default=[0.10, 0.20, 0.25, 0.20, 0.08, 0.10, 0.03, 0.04],
+        description="Relative weights of `values` (normalised); null = equal.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        for i, v in enumerate(self.values):
+            if not (math.isfinite(v) and v >= 1):
+                raise ConfigError(f"values.{i}", "leverage must be a finite number >= 1", v)
+        if self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ConfigError("weights", f"needs {len(self.values)} entries (one per value)",
+                                  self.weights)
+            for i, w in enumerate(self.weights):
+                if not (math.isfinite(w) and w >= 0):
+                    raise ConfigError(f"weights.{i}", "weight must be a finite number >= 0", w)
+            if sum(self.weights) <= 0:
+                raise ConfigError("weights", "weights must not all be zero", self.weights)
+        return self
+
+
+class NotionalLaw(Strict):
+    minimum: float = Field(default=500.0, gt=0,
+                           description="Smallest position notional, quote (Pareto scale).")
+    alpha: float = Field(default=1.3, gt=0,
+                         description="Pareto tail index; smaller = more whales.")
+    maximum: float = Field(default=5_000_000.0, gt=0,
+                           description="Largest position notional, quote (draws are capped).")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.maximum < self.minimum:
+            raise ConfigError("maximum", f"must be >= minimum ({self.minimum})", self.maximum)
+        return self
+
+
+class SyntheticPopulation(Strict):
+    kind: Literal["synthetic"]
+    accounts: int = Field(default=10_000, ge=1, description="Number of accounts.")
+    leverage: LeverageMix = Field(default_factory=LeverageMix,
+                                  description="Mix of leverages the accounts choose.")
+    notional: NotionalLaw = Field(default_factory=NotionalLaw,
+                                  description="Heavy-tailed law of position notional at entry.")
+    long_fraction: float = Field(default=0.5, ge=0, le=1,
+                                 description="Probability that an account is long.")
+    entry_spread: float = Field(
+        default=0.01, ge=0,
+        description="Std of log(entry price / start price): where positions were opened.")
+    redraw_per_path: bool = Field(
+        default=False,
+        description="Draw a new book for every path (from the path's seed) instead of one "
+                    "book per run.")
+
+
+class CSVPopulation(Strict):
+    kind: Literal["csv"]
+    path: str = Field(description="CSV snapshot (relative to the config file) with columns "
+                                  "`account_id, qty, entry_price, collateral` and optional "
+                                  "`leverage`; qty signed (+ long, − short), base units.")
+
+
+Population = Annotated[Union[SyntheticPopulation, CSVPopulation], Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- exchange
+class TierRow(Strict):
+    notional_floor: float = Field(ge=0, description="Lower bound of the bracket (exclusive), quote.")
+    notional_cap: float | None = Field(
+        default=None, description="Upper bound (inclusive), quote; null = no cap (last tier).")
+    mmr: float = Field(ge=0, lt=1, description="Maintenance margin rate (fraction).")
+    maint_amount: float = Field(default=0.0, ge=0,
+                                description="Maintenance amount (deduction), quote.")
+    max_leverage: float = Field(ge=1, description="Maximum leverage allowed in the bracket.")
+
+
+class ExchangeConfig(Strict):
+    tiers: str | list[TierRow] = Field(
+        default="binance_btcusdt_2021",
+        description="Tier table: a built-in name (`binance_btcusdt_2021`), a CSV path with "
+                    "columns `notional_floor, notional_cap, mmr, maint_amount, max_leverage`, "
+                    "or an inline list of rows.")
+    margin_mode: Literal["isolated"] = Field(
+        default="isolated", description="Margin mode (isolated: each position's collateral "
+                                        "alone backs it).")
+    liquidation: Literal["full"] = Field(
+        default="full", description="Liquidation style (full: the whole position is closed).")
+    liquidation_fee_rate: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Liquidation fee, fraction of the closed notional at the execution price; "
+                    "paid out of what is left of the position's equity.")
+    slippage: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Execution price = mark·(1 − slippage) for a long closed, "
+                    "mark·(1 + slippage) for a short.")
+
+
+# -------------------------------------------------------------- fund, policy
+class FundConfig(Strict):
+    initial: float = Field(default=1_000_000.0, ge=0,
+                           description="Insurance fund at the start of each path, quote.")
+    fee_share: float = Field(default=1.0, ge=0, le=1,
+                             description="Share of liquidation fees paid into the fund "
+                                         "(the rest goes to the platform).")
+
+    _fin = field_validator("initial")(_finite)
+
+
+class PolicyConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_+.-]+$", description="Policy name (a label).")
+    layers: list[Literal["insurance_fund", "adl", "socialised", "platform"]] = Field(
+        min_length=1,
+        description="Waterfall applied in order to each shortfall; what no layer covers is "
+                    "`residual`.")
+    adl_pnl_basis: Literal["collateral", "entry_value"] = Field(
+        default="collateral",
+        description="ADL queue score = PnL% × effective leverage, with PnL% on the position's "
+                    "collateral (`collateral`) or on its entry notional (`entry_value`, as in "
+                    "the venues' ADL pages).")
+
+    @field_validator("layers")
+    @classmethod
+    def _unique(cls, v):
+        seen = set()
+        for i, layer in enumerate(v):
+            if layer in seen:
+                raise ValueError(f"layer {layer!r} appears twice")
+            seen.add(layer)
+        return v
+
+
+def default_policies() -> list[PolicyConfig]:
+    return [PolicyConfig(name="fund+adl", layers=["insurance_fund", "adl"]),
+            PolicyConfig(name="socialised", layers=["socialised"]),
+            PolicyConfig(name="platform", layers=["platform"])]
+
+
+# -------------------------------------------------------------------- top
+class Config(Strict):
+    run: RunConfig
+    market: Market = Field(default_factory=lambda: MertonMarket(kind="merton"))
+    population: Population = Field(default_factory=lambda: SyntheticPopulation(kind="synthetic"))
+    exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
+    fund: FundConfig = Field(default_factory=FundConfig)
+    policies: list[PolicyConfig] = Field(default_factory=default_policies, min_length=1)
+
+    # Where relative file paths are resolved and which file the config came from.
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_names(cls, v):
+        names = [p.name for p in v]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise ConfigError(f"{i}.name", "policy names must be unique", n)
+        return v
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    def resolve(self, relative: str) -> Path:
+        """A file path from the config, resolved against the config file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def hash(self) -> str:
+        """SHA-256 of the canonical config and of every data file it reads."""
+        h = hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode())
+        for f in self.data_files():
+            h.update(Path(f).read_bytes())
+        return h.hexdigest()
+
+    def data_files(self) -> list[Path]:
+        files = []
+        if isinstance(self.market, ReplayMarket):
+            files.append(self.resolve(self.market.path))
+        if isinstance(self.population, CSVPopulation):
+            files.append(self.resolve(self.population.path))
+        if isinstance(self.exchange.tiers, str) and self.exchange.tiers.endswith(".csv"):
+            files.append(self.resolve(self.exchange.tiers))
+        return files
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Config":
+        """A new validated config with dotted keys replaced: ``{"run.paths": 10}``."""
+        data = self.model_dump(mode="json")
+        for key, value in overrides.items():
+            node = data
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if isinstance(node, list):
+                    node = node[int(part)]
+                else:
+                    if part not in node or not isinstance(node[part], (dict, list)):
+                        raise ConfigError(key, "no such config section")
+                    node = node[part]
+            node[parts[-1]] = value
+        return _validate(data, self._source, self._base_dir)
+
+
+# ----------------------------------------------------------------- loading
+def _key_path(loc: tuple) -> str:
+    # Drop the discriminator tags pydantic inserts for tagged unions
+    # ('market', 'merton', 'sigma') and the 'function-after' wrappers.
+    out = []
+    for part in loc:
+        if isinstance(part, str) and (part in {"gbm", "merton", "replay", "synthetic", "csv"}
+                                      or part.startswith("function-")):
+            continue
+        if isinstance(part, str) and part in {"str", "list[TierRow]"}:
+            continue
+        out.append(str(part))
+    return ".".join(out)
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+    "union_tag_invalid": "unknown kind",
+}
+
+
+def _from_validation_error(err: ValidationError, source: str | None) -> ConfigError:
+    first = err.errors(include_url=False)[0]
+    loc = first["loc"]
+    ctx = first.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, ConfigError):  # raised by a model validator deep in the tree
+        prefix = _key_path(loc)
+        key = ".".join(p for p in (prefix, inner.key) if p)
+        return ConfigError(key, inner.message, inner.value, source)
+    msg = _MESSAGES.get(first["type"], first["msg"])
+    if first["type"] == "union_tag_invalid":
+        msg = f"unknown kind, expected one of {ctx.get('expected_tags')}"
+        loc = tuple(loc) + ("kind",)
+        value = ctx.get("tag")
+    elif first["type"] == "missing":
+        return ConfigError(_key_path(loc), msg, source=source)
+    else:
+        value = first.get("input")
+        if first["type"] == "extra_forbidden":
+            value = None
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if value is None and first["type"] == "extra_forbidden":
+        return ConfigError(_key_path(loc), msg, source=source)
+    return ConfigError(_key_path(loc), msg[:1].lower() + msg[1:], value, source)
+
+
+def _validate(data: Any, source: str | None, base_dir: Path) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError("", "the config must be a YAML mapping with sections "
+                              "run, market, population, exchange, fund, policies",
+                          source=source)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise _from_validation_error(err, source) from None
+    except ConfigError as err:
+        raise err.with_source(source) if source else err
+    cfg._base_dir = base_dir
+    cfg._source = source
+    _check_files(cfg)
+    return cfg
+
+
+def _check_files(cfg: Config) -> None:
+    for key, rel in _file_keys(cfg):
+        p = cfg.resolve(rel)
+        if not p.is_file():
+            raise ConfigError(key, "file not found", rel, cfg.source)
+
+
+def _file_keys(cfg: Config):
+    if isinstance(cfg.market, ReplayMarket):
+        yield "market.path", cfg.market.path
+    if isinstance(cfg.population, CSVPopulation):
+        yield "population.path", cfg.population.path
+    t = cfg.exchange.tiers
+    if isinstance(t, str) and (t.endswith(".csv") or "/" in t):
+        yield "exchange.tiers", t
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config.
+
+    Raises
+    ------
+    ConfigError
+        With the file, the key path and the value, for any invalid input.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError("", "config file not found", source=source)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError("", f"invalid YAML: {where}{problem}", source=source) from None
+    return _validate(data, source, path.resolve().parent)
+
+
+def config_from_dict(data: dict, base_dir: str | Path | None = None) -> Config:
+    """Validate a config given as a Python mapping (paths relative to ``base_dir``)."""
+    return _validate(data, None, Path(base_dir) if base_dir else Path.cwd())

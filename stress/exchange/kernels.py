@@ -1,0 +1,386 @@
+"""The liquidation kernel: one price path, one book, one loss policy.
+
+Written as plain Python and compiled with numba (``simulate_path``); with
+``STRESS_DISABLE_NUMBA=1`` the same source runs uncompiled. The naive,
+obviously-correct version of the same rules is
+:mod:`stress.exchange.reference`; the tests check that both agree.
+
+Why it is fast: while an account's position and collateral do not change,
+its liquidation trigger ``equity ≤ MM`` is a price threshold (its liquidation
+price). The kernel keeps each account's threshold and the highest long and
+lowest short threshold of the book, so a step in which the mark stays between
+the two costs O(1); only steps that breach some threshold scan the book, and
+each candidate is confirmed with the exact ``equity ≤ MM`` test, so the
+threshold only has to be a safe filter. A threshold is recomputed whenever
+its account's position or collateral changes (ADL, socialised haircut).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stress._jit import njit
+from stress.runner.variables import (ADL_COST, ADL_NOTIONAL, FUND_DEPLETED, FUND_FINAL,
+                                     FUND_INFLOW, FUND_MIN, FUND_PAID, LIQUIDATED_NOTIONAL,
+                                     N_ADL, N_LIQUIDATIONS, N_METRICS, N_SHORTFALLS,
+                                     PLATFORM_LOSS, RESIDUAL, SHORTFALL, SOCIALISED_LOSS,
+                                     TIME_TO_DEPLETION)
+
+LAYER_FUND = 0
+LAYER_ADL = 1
+LAYER_SOCIALISED = 2
+LAYER_PLATFORM = 3
+
+# Relative slack of the threshold filter; the exact test decides.
+_SLACK = 1e-9
+
+
+@njit(cache=True)
+def tier_index(notional, cap):
+    """Tier holding ``notional`` (floor < n <= cap); ``cap[-1]`` is +inf."""
+    k = 0
+    while notional > cap[k]:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def maintenance_margin(notional, cap, mmr, amt):
+    k = tier_index(notional, cap)
+    return notional * mmr[k] - amt[k]
+
+
+@njit(cache=True)
+def is_breached(qty, entry, collateral, mark, cap, mmr, amt):
+    """Exact trigger: equity ≤ maintenance margin at the mark."""
+    if qty == 0.0:
+        return False
+    equity = collateral + qty * (mark - entry)
+    return equity <= maintenance_margin(abs(qty) * mark, cap, mmr, amt)
+
+
+@njit(cache=True)
+def liquidation_threshold(qty, entry, collateral, floor, cap, mmr, amt):
+    """Liquidation price widened by a relative slack: a long can only be breached
+    at ``mark <= threshold``, a short only at ``mark >= threshold``.
+
+    Per tier, ``equity(p) − MM(p)`` is linear in p; the liquidatable set of a
+    long is bounded above by the largest in-bracket root (below for a short).
+    This holds for discontinuous tables too, where it is only a bound.
+    """
+    q = abs(qty)
+    n = cap.shape[0]
+    if qty > 0.0:
+        best = -np.inf
+        for k in range(n):
+            root = (q * entry - collateral - amt[k]) / (q * (1.0 - mmr[k]))
+            lo = floor[k] / q
+            hi = cap[k] / q
+            if root > lo or k == 0:
+                c = root if root < hi else hi
+                if c > best:
+                    best = c
+        return best + _SLACK * abs(best)
+    elif qty < 0.0:
+        best = np.inf
+        for k in range(n):
+            root = (q * entry + collateral + amt[k]) / (q * (1.0 + mmr[k]))
+            lo = floor[k] / q
+            hi = cap[k] / q
+            if root <= hi:
+                c = root if root > lo else lo
+                if c < best:
+                    best = c
+        return best - _SLACK * abs(best)
+    return np.nan
+
+
+@njit(cache=True)
+def _book_bounds(qty, thr):
+    """Highest long threshold and lowest short threshold of the open book."""
+    hi_long = -np.inf
+    lo_short = np.inf
+    for i in range(qty.shape[0]):
+        q = qty[i]
+        if q > 0.0:
+            if thr[i] > hi_long:
+                hi_long = thr[i]
+        elif q < 0.0:
+            if thr[i] < lo_short:
+                lo_short = thr[i]
+    return hi_long, lo_short
+
+
+@njit(cache=True)
+def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr, amt,
+         adl_basis, order, score, out):
+    """Close the uncovered part of a bankrupt position against opposite-side winners.
+
+    ``need`` is the loss to cover; the bankrupt side is ``bside`` (+1 long).
+    Counterparties with positive uPnL at the mark are ranked by
+    ``PnL% × effective leverage`` (PnL% on collateral or on entry value) and
+    close at the bankruptcy price ``bp``, in rank order, ``need / |bp − x|``
+    units in all. Each unit costs its holder ``|bp − x|`` against the fill the
+    market gave. Returns the loss covered.
+    """
+    unit_cost = abs(bp - x)
+    if unit_cost <= 0.0 or need <= 0.0:
+        return 0.0
+    m = 0
+    for i in range(qty.shape[0]):
+        q = qty[i]
+        if q * bside < 0.0:
+            upnl = q * (mark - entry[i])
+            if upnl > 0.0:
+                eq = collateral[i] + upnl
+                base = collateral[i] if adl_basis == 0 else abs(q) * entry[i]
+                order[m] = i
+                # Negated so that an ascending stable sort puts the highest score
+                # first and breaks ties by account order.
+                score[m] = -(upnl / base) * (abs(q) * mark / eq)
+                m += 1
+    if m == 0:
+        return 0.0
+    perm = np.argsort(score[:m], kind="mergesort")
+    need_qty = need / unit_cost
+    covered = 0.0
+    for r in range(m):
+        i = order[perm[r]]
+        q = qty[i]
+        s = 1.0 if q > 0.0 else -1.0
+        take = abs(q)
+        full = False
+        if take >= need_qty:
+            take = need_qty
+            full = True
+        realised = s * take * (bp - entry[i])
+        if collateral[i] + realised < 0.0:
+            # Never make the counterparty bankrupt: close only what its margin pays.
+            take = collateral[i] / abs(bp - entry[i])
+            realised = -collateral[i]
+            full = False
+        if take <= 0.0:
+            continue
+        collateral[i] += realised
+        if take >= abs(q):
+            qty[i] = 0.0
+        else:
+            qty[i] = q - s * take
+        thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr, amt)
+        out[N_ADL] += 1.0
+        out[ADL_NOTIONAL] += take * bp
+        need_qty -= take
+        if full:
+            covered = need
+            break
+        covered += take * unit_cost
+        if need_qty <= 0.0:
+            break
+    if covered > need:
+        covered = need
+    return covered
+
+
+@njit(cache=True)
+def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fund,
+               qty, entry, collateral, thr, floor, cap, mmr, amt, adl_basis, order, score,
+               out, pend_rem, pend_next, pend_side, pend_bp, pend_x, n_pend):
+    """Run ``remaining`` through ``layers[start:]``; returns (fund, n_pend).
+
+    A ``socialised`` layer defers the loss to the end of the step (see
+    :func:`_socialise`) and parks it in the pending buffers.
+    """
+    for li in range(start, layers.shape[0]):
+        if remaining <= 0.0:
+            break
+        layer = layers[li]
+        if layer == LAYER_FUND:
+            pay = remaining if remaining <= fund else fund
+            if remaining > fund:
+                if out[FUND_DEPLETED] == 0.0:
+                    out[FUND_DEPLETED] = 1.0
+                    out[TIME_TO_DEPLETION] = t * step_minutes
+            fund -= pay
+            remaining -= pay
+            out[FUND_PAID] += pay
+            if fund < out[FUND_MIN]:
+                out[FUND_MIN] = fund
+        elif layer == LAYER_ADL:
+            c = _adl(bside, bp, x, remaining, mark, qty, entry, collateral, thr, floor, cap,
+                     mmr, amt, adl_basis, order, score, out)
+            out[ADL_COST] += c
+            remaining -= c
+        elif layer == LAYER_SOCIALISED:
+            pend_rem[n_pend] = remaining
+            pend_next[n_pend] = li + 1
+            pend_side[n_pend] = bside
+            pend_bp[n_pend] = bp
+            pend_x[n_pend] = x
+            n_pend += 1
+            remaining = 0.0
+        else:  # LAYER_PLATFORM
+            out[PLATFORM_LOSS] += remaining
+            remaining = 0.0
+    if remaining > 0.0:
+        out[RESIDUAL] += remaining
+    return fund, n_pend
+
+
+@njit(cache=True)
+def _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt):
+    """Charge ``pot`` to accounts with positive uPnL, pro rata, each at most its uPnL.
+
+    Returns the amount charged.
+    """
+    total = 0.0
+    for i in range(qty.shape[0]):
+        if qty[i] != 0.0:
+            upnl = qty[i] * (mark - entry[i])
+            if upnl > 0.0:
+                total += upnl
+    if total <= 0.0:
+        return 0.0
+    everything = pot >= total
+    for i in range(qty.shape[0]):
+        if qty[i] != 0.0:
+            upnl = qty[i] * (mark - entry[i])
+            if upnl > 0.0:
+                charge = upnl if everything else pot * (upnl / total)
+                collateral[i] -= charge
+                thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap,
+                                               mmr, amt)
+    return total if everything else pot
+
+
+def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, layers,
+                         fund_initial, fee_rate, fee_share, slippage, step_minutes, adl_basis,
+                         out):
+    """Step one book through one price path under one loss policy.
+
+    Parameters
+    ----------
+    prices : float64[steps + 1]
+        Mark price at the start (index 0) and the end of every step.
+    qty, entry, collateral : float64[n]
+        The book (signed base quantity, entry price, isolated collateral in
+        quote). ``qty`` and ``collateral`` are updated in place.
+    floor, cap, mmr, amt : float64[tiers]
+        Tier table; ``cap[-1]`` must be +inf.
+    layers : int64[k]
+        Loss waterfall (codes ``LAYER_*``).
+    fund_initial, fee_rate, fee_share, slippage, step_minutes : float
+    adl_basis : int
+        0: ADL PnL% on collateral, 1: on entry value.
+    out : float64[N_METRICS]
+        Per-path metrics, filled in (see :mod:`stress.runner.variables`).
+    """
+    n = qty.shape[0]
+    for k in range(out.shape[0]):
+        out[k] = 0.0
+    out[TIME_TO_DEPLETION] = np.nan
+    fund = fund_initial
+    out[FUND_MIN] = fund
+
+    thr = np.empty(n)
+    for i in range(n):
+        thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr, amt)
+    hi_long, lo_short = _book_bounds(qty, thr)
+
+    liq = np.empty(n, dtype=np.int64)
+    liq_short = np.empty(n)
+    liq_bp = np.empty(n)
+    liq_x = np.empty(n)
+    liq_side = np.empty(n)
+    order = np.empty(n, dtype=np.int64)
+    score = np.empty(n)
+    pend_rem = np.empty(n)
+    pend_next = np.empty(n, dtype=np.int64)
+    pend_side = np.empty(n)
+    pend_bp = np.empty(n)
+    pend_x = np.empty(n)
+
+    for t in range(1, prices.shape[0]):
+        mark = prices[t]
+        if mark > hi_long and mark < lo_short:
+            continue
+        # Candidates pass the threshold filter; the exact test confirms them.
+        m = 0
+        for i in range(n):
+            q = qty[i]
+            if (q > 0.0 and mark <= thr[i]) or (q < 0.0 and mark >= thr[i]):
+                if is_breached(q, entry[i], collateral[i], mark, cap, mmr, amt):
+                    liq[m] = i
+                    m += 1
+        if m == 0:
+            continue
+        # Close every breached position at the execution price; surpluses and fees
+        # reach the fund before any shortfall of the step is paid.
+        for j in range(m):
+            i = liq[j]
+            q = qty[i]
+            s = 1.0 if q > 0.0 else -1.0
+            x = mark * (1.0 - s * slippage)
+            eq_x = collateral[i] + q * (x - entry[i])
+            fee = fee_rate * abs(q) * x
+            fee_paid = 0.0
+            if eq_x > 0.0:
+                fee_paid = fee if eq_x >= fee else eq_x
+            surplus = eq_x - fee if eq_x > fee else 0.0
+            inflow = fee_paid * fee_share + surplus
+            fund += inflow
+            out[FUND_INFLOW] += inflow
+            liq_short[j] = -eq_x if eq_x < 0.0 else 0.0
+            liq_bp[j] = entry[i] - collateral[i] / q
+            liq_x[j] = x
+            liq_side[j] = s
+            out[N_LIQUIDATIONS] += 1.0
+            out[LIQUIDATED_NOTIONAL] += abs(q) * mark
+            qty[i] = 0.0
+            collateral[i] = 0.0
+        n_pend = 0
+        for j in range(m):
+            sf = liq_short[j]
+            if sf > 0.0:
+                out[SHORTFALL] += sf
+                out[N_SHORTFALLS] += 1.0
+                fund, n_pend = _waterfall(0, sf, t, step_minutes, layers, liq_side[j],
+                                          liq_bp[j], liq_x[j], mark, fund, qty, entry,
+                                          collateral, thr, floor, cap, mmr, amt, adl_basis,
+                                          order, score, out, pend_rem, pend_next, pend_side,
+                                          pend_bp, pend_x, n_pend)
+        if n_pend > 0:
+            pot = 0.0
+            for p in range(n_pend):
+                pot += pend_rem[p]
+            charged = _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt)
+            out[SOCIALISED_LOSS] += charged
+            left = (pot - charged) / pot
+            if left > 0.0:
+                # What the haircut could not cover continues down each waterfall.
+                for p in range(n_pend):
+                    fund, _ = _waterfall(pend_next[p], pend_rem[p] * left, t,
+                                         step_minutes, layers, pend_side[p], pend_bp[p],
+                                         pend_x[p], mark, fund, qty, entry, collateral,
+                                         thr, floor, cap, mmr, amt, adl_basis, order,
+                                         score, out, pend_rem, pend_next, pend_side,
+                                         pend_bp, pend_x, n_pend)
+        if fund < out[FUND_MIN]:
+            out[FUND_MIN] = fund
+        hi_long, lo_short = _book_bounds(qty, thr)
+    out[FUND_FINAL] = fund
+    return fund
+
+
+simulate_path = njit(cache=True)(simulate_path_python)
+
+
+def simulate(prices, book, tiers, layers, fund_initial, fee_rate, fee_share, slippage,
+             step_minutes, adl_basis=0):
+    """Convenience wrapper: copy the book, run one path, return the metrics array."""
+    out = np.empty(N_METRICS)
+    simulate_path(np.ascontiguousarray(prices, dtype=np.float64), book.qty.copy(),
+                  book.entry.copy(), book.collateral.copy(), tiers.floor, tiers.kernel_cap,
+                  tiers.mmr, tiers.maint_amount, np.asarray(layers, dtype=np.int64),
+                  float(fund_initial), float(fee_rate), float(fee_share), float(slippage),
+                  float(step_minutes), int(adl_basis), out)
+    return out

@@ -1,0 +1,137 @@
+"""The driver: plan shards, run them in parallel, write them, combine them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from stress.config import Config, RunConfig, load_config
+from stress.errors import ConfigError
+from stress.runner.prepare import Prepared, prepare
+from stress.runner.store import (RESULTS_FILE, SHARDS_DIR, combine, shard_name,
+                                 write_atomic)
+
+RUNTIME_OPTIONS = ("workers", "out", "progress")
+
+
+def plan(paths: int, shard_size: int) -> list[tuple[int, int, int]]:
+    """Shards as ``(index, start, stop)``; path ``i`` always lands in shard ``i // shard_size``."""
+    return [(k, s, min(s + shard_size, paths))
+            for k, s in enumerate(range(0, paths, shard_size))]
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _shard_task(prep: Prepared, index: int, start: int, stop: int, shard_dir: str) -> int:
+    # Imported here so that a loky worker pays for numba only once, on first use.
+    from stress.runner.shard import simulate_shard, to_dataset
+    out = simulate_shard(prep, start, stop)
+    write_atomic(to_dataset(out, prep, start), Path(shard_dir) / shard_name(index))
+    return stop - start
+
+
+def resolve_config(config: str | Path | Config, overrides: dict[str, Any]) -> Config:
+    """Load ``config`` and apply keyword overrides.
+
+    Keys that name a ``run`` field (``paths=100``) override that field; other
+    keys use ``__`` for nesting (``market__sigma=0.9``, ``fund__initial=0``).
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    if not overrides:
+        return cfg
+    dotted = {}
+    for key, value in overrides.items():
+        if key in RunConfig.model_fields:
+            dotted[f"run.{key}"] = value
+        elif "__" in key:
+            dotted[key.replace("__", ".")] = value
+        else:
+            raise ConfigError(key, "unknown override (use a run field such as paths=..., or "
+                                   "section__key=... such as market__sigma=...)")
+    return cfg.with_overrides(dotted)
+
+
+def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None = None,
+            on_shard: Callable[[int], None] | None = None) -> tuple[xr.Dataset, Path]:
+    """Run a validated config; returns the combined Dataset and the run folder.
+
+    Everything that can be wrong with the input is checked before the first
+    file is written.
+    """
+    prep = prepare(cfg)
+    run_dir = Path(out) if out is not None else Path("results") / cfg.run.name
+    shard_dir = run_dir / SHARDS_DIR
+    shards = plan(cfg.run.paths, cfg.run.shard_size)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ConfigError("--workers", "must be >= 1", workers)
+    workers = min(workers, len(shards))
+
+    # A previous run's shards in this folder would mix with ours.
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+    shard_dir.mkdir(parents=True)
+
+    _warm_up()
+    tasks = [(prep, k, s, e, str(shard_dir)) for k, s, e in shards]
+    if workers == 1:
+        for t in tasks:
+            n = _shard_task(*t)
+            if on_shard:
+                on_shard(n)
+    else:
+        from joblib import Parallel, delayed
+        with Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered") as par:
+            for n in par(delayed(_shard_task)(*t) for t in tasks):
+                if on_shard:
+                    on_shard(n)
+    ds = combine([shard_dir / shard_name(k) for k, _, _ in shards])
+    write_atomic(ds, run_dir / RESULTS_FILE)
+    return ds, run_dir
+
+
+def _warm_up() -> None:
+    """Compile (or load from cache) the kernel once before workers start."""
+    from stress.exchange.kernels import simulate_path
+    from stress.runner.variables import N_METRICS
+    one = np.ones(1)
+    simulate_path(np.array([1.0, 1.0]), one.copy(), one.copy(), one.copy(), np.zeros(1),
+                  np.array([np.inf]), np.array([0.01]), np.zeros(1),
+                  np.array([0, 1, 2, 3], dtype=np.int64), 0.0, 0.0, 1.0, 0.0, 1.0, 0,
+                  np.empty(N_METRICS))
+
+
+def run(config: str | Path | Config, **overrides: Any) -> xr.Dataset:
+    """Run a stress test and return its results.
+
+    Parameters
+    ----------
+    config : path or Config
+        A YAML config file or a validated :class:`stress.config.Config`.
+    **overrides
+        ``workers`` (default: all cores), ``out`` (default ``results/<run.name>``),
+        ``progress`` (ignored here; the CLI shows a bar), any ``run`` field
+        (``paths=200``, ``seed=7``), or a nested key with ``__``
+        (``market__sigma=0.9``, ``fund__initial=5e6``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Per-path metrics with dims ``(policy, path)``; also written to
+        ``<out>/results.nc`` and ``<out>/shards/``.
+    """
+    runtime = {k: overrides.pop(k) for k in RUNTIME_OPTIONS if k in overrides}
+    cfg = resolve_config(config, overrides)
+    ds, _ = execute(cfg, workers=runtime.get("workers"), out=runtime.get("out"))
+    return ds
