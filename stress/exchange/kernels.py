@@ -7,12 +7,14 @@ obviously-correct version of the same rules is
 
 Why it is fast: while an account's position and collateral do not change,
 its liquidation trigger ``equity ≤ MM`` is a price threshold (its liquidation
-price). The kernel keeps each account's threshold and the highest long and
-lowest short threshold of the book, so a step in which the mark stays between
-the two costs O(1); only steps that breach some threshold scan the book, and
-each candidate is confirmed with the exact ``equity ≤ MM`` test, so the
-threshold only has to be a safe filter. A threshold is recomputed whenever
-its account's position or collateral changes (ADL, socialised haircut).
+price). The kernel keeps open longs sorted by threshold (highest first) and
+shorts (lowest first); each step walks each side from its head only while
+the mark crosses the threshold, so a path costs O(steps + liquidations)
+after an O(n log n) sort shared by every policy and path that use the book.
+Each candidate is confirmed with the exact ``equity ≤ MM`` test, so the
+threshold only has to be a safe filter. When ADL or a socialised haircut
+changes positions or collateral, the changed thresholds are recomputed and
+the book is re-sorted.
 """
 
 from __future__ import annotations
@@ -96,36 +98,60 @@ def liquidation_threshold(qty, entry, collateral, floor, cap, mmr, amt):
 
 
 @njit(cache=True)
-def _book_bounds(qty, thr):
-    """Highest long threshold and lowest short threshold of the open book."""
-    hi_long = -np.inf
-    lo_short = np.inf
+def sort_book(qty, thr, lorder, sorder):
+    """Open longs by threshold, highest first, into ``lorder``; open shorts, lowest
+    first, into ``sorder``. Returns the counts ``(n_long, n_short)``."""
+    nl = 0
+    ns = 0
     for i in range(qty.shape[0]):
-        q = qty[i]
-        if q > 0.0:
-            if thr[i] > hi_long:
-                hi_long = thr[i]
-        elif q < 0.0:
-            if thr[i] < lo_short:
-                lo_short = thr[i]
-    return hi_long, lo_short
+        if qty[i] > 0.0:
+            lorder[nl] = i
+            nl += 1
+        elif qty[i] < 0.0:
+            sorder[ns] = i
+            ns += 1
+    key = np.empty(nl)
+    for j in range(nl):
+        key[j] = -thr[lorder[j]]
+    perm = np.argsort(key, kind="mergesort")
+    tmp = lorder[:nl].copy()
+    for j in range(nl):
+        lorder[j] = tmp[perm[j]]
+    key = np.empty(ns)
+    for j in range(ns):
+        key[j] = thr[sorder[j]]
+    perm = np.argsort(key, kind="mergesort")
+    tmp = sorder[:ns].copy()
+    for j in range(ns):
+        sorder[j] = tmp[perm[j]]
+    return nl, ns
 
 
 @njit(cache=True)
-def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr, amt,
-         adl_basis, order, score, out):
-    """Close the uncovered part of a bankrupt position against opposite-side winners.
+def prepare_book(qty, entry, collateral, floor, cap, mmr, amt):
+    """Thresholds and sorted orders of a book: ``(thr, lorder, sorder, n_long, n_short)``.
 
-    ``need`` is the loss to cover; the bankrupt side is ``bside`` (+1 long).
-    Counterparties with positive uPnL at the mark are ranked by
-    ``PnL% × effective leverage`` (PnL% on collateral or on entry value) and
-    close at the bankruptcy price ``bp``, in rank order, ``need / |bp − x|``
-    units in all. Each unit costs its holder ``|bp − x|`` against the fill the
-    market gave. Returns the loss covered.
+    Computed once per book and shared (copied) by every policy and path that uses it.
     """
-    unit_cost = abs(bp - x)
-    if unit_cost <= 0.0 or need <= 0.0:
-        return 0.0
+    n = qty.shape[0]
+    thr = np.empty(n)
+    for i in range(n):
+        thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr, amt)
+    lorder = np.empty(n, dtype=np.int64)
+    sorder = np.empty(n, dtype=np.int64)
+    nl, ns = sort_book(qty, thr, lorder, sorder)
+    return thr, lorder, sorder, nl, ns
+
+
+@njit(cache=True)
+def _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue, score):
+    """Rank the counterparties of a bankrupt ``bside`` position into ``queue``.
+
+    Opposite-side accounts with positive uPnL at the mark, highest
+    ``PnL% × effective leverage`` first (PnL% on collateral, ``adl_basis`` 0, or on
+    entry value, 1; effective leverage = mark notional / equity); ties in
+    account order. Returns the queue length.
+    """
     m = 0
     for i in range(qty.shape[0]):
         q = qty[i]
@@ -134,19 +160,49 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
             if upnl > 0.0:
                 eq = collateral[i] + upnl
                 base = collateral[i] if adl_basis == 0 else abs(q) * entry[i]
-                order[m] = i
+                queue[m] = i
                 # Negated so that an ascending stable sort puts the highest score
-                # first and breaks ties by account order.
+                # first and keeps account order among ties.
                 score[m] = -(upnl / base) * (abs(q) * mark / eq)
                 m += 1
-    if m == 0:
-        return 0.0
     perm = np.argsort(score[:m], kind="mergesort")
+    ranked = queue[:m].copy()
+    for r in range(m):
+        queue[r] = ranked[perm[r]]
+    return m
+
+
+@njit(cache=True)
+def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr, amt,
+         adl_basis, queues, score, qstate, out):
+    """Close the uncovered part of a bankrupt position against opposite-side winners.
+
+    ``need`` is the loss to cover; the bankrupt side is ``bside`` (+1 long).
+    The step's ADL queue for that side is ranked once, at the step's mark, on
+    first use (``qstate[2k]`` is its length, −1 until ranked, ``qstate[2k+1]``
+    the position of its head); counterparties close at the bankruptcy price
+    ``bp``, in queue order, ``need / |bp − x|`` units in all. Each unit costs its
+    holder ``|bp − x|`` against the fill the market gave. Returns the loss covered.
+    """
+    unit_cost = abs(bp - x)
+    if unit_cost <= 0.0 or need <= 0.0:
+        return 0.0
+    k = 0 if bside > 0.0 else 1
+    queue = queues[k]
+    if qstate[2 * k] < 0:
+        qstate[2 * k] = _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue,
+                                   score)
+        qstate[2 * k + 1] = 0
+    m = qstate[2 * k]
+    r = qstate[2 * k + 1]
     need_qty = need / unit_cost
     covered = 0.0
-    for r in range(m):
-        i = order[perm[r]]
+    while r < m:
+        i = queue[r]
         q = qty[i]
+        if q == 0.0:
+            r += 1
+            continue
         s = 1.0 if q > 0.0 else -1.0
         take = abs(q)
         full = False
@@ -159,23 +215,26 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
             take = collateral[i] / abs(bp - entry[i])
             realised = -collateral[i]
             full = False
-        if take <= 0.0:
-            continue
-        collateral[i] += realised
-        if take >= abs(q):
-            qty[i] = 0.0
-        else:
-            qty[i] = q - s * take
-        thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr, amt)
-        out[N_ADL] += 1.0
-        out[ADL_NOTIONAL] += take * bp
-        need_qty -= take
+        if take > 0.0:
+            collateral[i] += realised
+            if take >= abs(q):
+                qty[i] = 0.0
+            else:
+                qty[i] = q - s * take
+            thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr,
+                                           amt)
+            out[N_ADL] += 1.0
+            out[ADL_NOTIONAL] += take * bp
+            need_qty -= take
         if full:
             covered = need
             break
         covered += take * unit_cost
+        # This account is exhausted (closed, or its margin is spent): next in queue.
+        r += 1
         if need_qty <= 0.0:
             break
+    qstate[2 * k + 1] = r
     if covered > need:
         covered = need
     return covered
@@ -183,8 +242,8 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
 
 @njit(cache=True)
 def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fund,
-               qty, entry, collateral, thr, floor, cap, mmr, amt, adl_basis, order, score,
-               out, pend_rem, pend_next, pend_side, pend_bp, pend_x, n_pend):
+               qty, entry, collateral, thr, floor, cap, mmr, amt, adl_basis, queues, score,
+               qstate, out, pend_rem, pend_next, pend_side, pend_bp, pend_x, n_pend):
     """Run ``remaining`` through ``layers[start:]``; returns (fund, n_pend).
 
     A ``socialised`` layer defers the loss to the end of the step (see
@@ -207,7 +266,7 @@ def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fu
                 out[FUND_MIN] = fund
         elif layer == LAYER_ADL:
             c = _adl(bside, bp, x, remaining, mark, qty, entry, collateral, thr, floor, cap,
-                     mmr, amt, adl_basis, order, score, out)
+                     mmr, amt, adl_basis, queues, score, qstate, out)
             out[ADL_COST] += c
             remaining -= c
         elif layer == LAYER_SOCIALISED:
@@ -252,9 +311,9 @@ def _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt):
     return total if everything else pot
 
 
-def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, layers,
-                         fund_initial, fee_rate, fee_share, slippage, step_minutes, adl_basis,
-                         out):
+def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_long,
+                         n_short, floor, cap, mmr, amt, layers, fund_initial, fee_rate,
+                         fee_share, slippage, step_minutes, adl_basis, out):
     """Step one book through one price path under one loss policy.
 
     Parameters
@@ -264,6 +323,9 @@ def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, l
     qty, entry, collateral : float64[n]
         The book (signed base quantity, entry price, isolated collateral in
         quote). ``qty`` and ``collateral`` are updated in place.
+    thr, lorder, sorder, n_long, n_short
+        The book's thresholds and sorted orders from :func:`prepare_book`
+        (``thr``, ``lorder``, ``sorder`` are updated in place: pass copies).
     floor, cap, mmr, amt : float64[tiers]
         Tier table; ``cap[-1]`` must be +inf.
     layers : int64[k]
@@ -273,6 +335,9 @@ def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, l
         0: ADL PnL% on collateral, 1: on entry value.
     out : float64[N_METRICS]
         Per-path metrics, filled in (see :mod:`stress.runner.variables`).
+
+    Cost: O(steps + liquidations) plus a re-sort of the book after each step
+    in which ADL or a socialised haircut changed positions or collateral.
     """
     n = qty.shape[0]
     for k in range(out.shape[0]):
@@ -280,18 +345,18 @@ def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, l
     out[TIME_TO_DEPLETION] = np.nan
     fund = fund_initial
     out[FUND_MIN] = fund
-
-    thr = np.empty(n)
-    for i in range(n):
-        thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr, amt)
-    hi_long, lo_short = _book_bounds(qty, thr)
+    nl = n_long
+    ns = n_short
+    lhead = 0
+    shead = 0
 
     liq = np.empty(n, dtype=np.int64)
     liq_short = np.empty(n)
     liq_bp = np.empty(n)
     liq_x = np.empty(n)
     liq_side = np.empty(n)
-    order = np.empty(n, dtype=np.int64)
+    queues = np.empty((2, n), dtype=np.int64)
+    qstate = np.empty(4, dtype=np.int64)
     score = np.empty(n)
     pend_rem = np.empty(n)
     pend_next = np.empty(n, dtype=np.int64)
@@ -301,18 +366,32 @@ def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, l
 
     for t in range(1, prices.shape[0]):
         mark = prices[t]
-        if mark > hi_long and mark < lo_short:
-            continue
-        # Candidates pass the threshold filter; the exact test confirms them.
+        # Walk each sorted side from its head while the threshold is crossed; the
+        # exact test confirms each candidate.
         m = 0
-        for i in range(n):
-            q = qty[i]
-            if (q > 0.0 and mark <= thr[i]) or (q < 0.0 and mark >= thr[i]):
-                if is_breached(q, entry[i], collateral[i], mark, cap, mmr, amt):
-                    liq[m] = i
-                    m += 1
+        i = lhead
+        while i < nl:
+            a = lorder[i]
+            if thr[a] < mark:
+                break
+            if qty[a] > 0.0 and is_breached(qty[a], entry[a], collateral[a], mark, cap, mmr,
+                                            amt):
+                liq[m] = a
+                m += 1
+            i += 1
+        i = shead
+        while i < ns:
+            a = sorder[i]
+            if thr[a] > mark:
+                break
+            if qty[a] < 0.0 and is_breached(qty[a], entry[a], collateral[a], mark, cap, mmr,
+                                            amt):
+                liq[m] = a
+                m += 1
+            i += 1
         if m == 0:
             continue
+        liq[:m] = np.sort(liq[:m])  # the step's liquidations in account order
         # Close every breached position at the execution price; surpluses and fees
         # reach the fund before any shortfall of the step is paid.
         for j in range(m):
@@ -337,6 +416,9 @@ def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, l
             out[LIQUIDATED_NOTIONAL] += abs(q) * mark
             qty[i] = 0.0
             collateral[i] = 0.0
+        n_adl_before = out[N_ADL]
+        qstate[0] = -1  # the step's ADL queues are ranked on first use
+        qstate[2] = -1
         n_pend = 0
         for j in range(m):
             sf = liq_short[j]
@@ -346,27 +428,45 @@ def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, l
                 fund, n_pend = _waterfall(0, sf, t, step_minutes, layers, liq_side[j],
                                           liq_bp[j], liq_x[j], mark, fund, qty, entry,
                                           collateral, thr, floor, cap, mmr, amt, adl_basis,
-                                          order, score, out, pend_rem, pend_next, pend_side,
+                                          queues, score, qstate, out, pend_rem, pend_next,
+                                          pend_side,
                                           pend_bp, pend_x, n_pend)
+        changed = out[N_ADL] > n_adl_before
         if n_pend > 0:
             pot = 0.0
             for p in range(n_pend):
                 pot += pend_rem[p]
             charged = _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt)
+            if charged > 0.0:
+                changed = True
+                qstate[0] = -1  # haircuts changed the scores: rank again if needed
+                qstate[2] = -1
             out[SOCIALISED_LOSS] += charged
             left = (pot - charged) / pot
             if left > 0.0:
                 # What the haircut could not cover continues down each waterfall.
+                n_adl_before = out[N_ADL]
                 for p in range(n_pend):
                     fund, _ = _waterfall(pend_next[p], pend_rem[p] * left, t,
                                          step_minutes, layers, pend_side[p], pend_bp[p],
                                          pend_x[p], mark, fund, qty, entry, collateral,
-                                         thr, floor, cap, mmr, amt, adl_basis, order,
-                                         score, out, pend_rem, pend_next, pend_side,
+                                         thr, floor, cap, mmr, amt, adl_basis, queues,
+                                         score, qstate, out, pend_rem, pend_next, pend_side,
                                          pend_bp, pend_x, n_pend)
+                if out[N_ADL] > n_adl_before:
+                    changed = True
         if fund < out[FUND_MIN]:
             out[FUND_MIN] = fund
-        hi_long, lo_short = _book_bounds(qty, thr)
+        if changed:
+            # Thresholds moved: re-sort the open book.
+            nl, ns = sort_book(qty, thr, lorder, sorder)
+            lhead = 0
+            shead = 0
+        # Skip the closed positions at the head of each side.
+        while lhead < nl and qty[lorder[lhead]] == 0.0:
+            lhead += 1
+        while shead < ns and qty[sorder[shead]] == 0.0:
+            shead += 1
     out[FUND_FINAL] = fund
     return fund
 
@@ -374,13 +474,22 @@ def simulate_path_python(prices, qty, entry, collateral, floor, cap, mmr, amt, l
 simulate_path = njit(cache=True)(simulate_path_python)
 
 
-def simulate(prices, book, tiers, layers, fund_initial, fee_rate, fee_share, slippage,
-             step_minutes, adl_basis=0):
-    """Convenience wrapper: copy the book, run one path, return the metrics array."""
+def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=1.0,
+             slippage=0.0, step_minutes=1.0, adl_basis=0, prepared=None):
+    """Run one path on a copy of ``book``; returns the metrics array.
+
+    ``prepared`` is :func:`prepare_book`'s result for this book (computed if
+    not given); it is copied, so it can be shared between calls.
+    """
+    floor, cap = tiers.floor, tiers.kernel_cap
+    mmr, amt = tiers.mmr, tiers.maint_amount
+    if prepared is None:
+        prepared = prepare_book(book.qty, book.entry, book.collateral, floor, cap, mmr, amt)
+    thr, lorder, sorder, nl, ns = prepared
     out = np.empty(N_METRICS)
     simulate_path(np.ascontiguousarray(prices, dtype=np.float64), book.qty.copy(),
-                  book.entry.copy(), book.collateral.copy(), tiers.floor, tiers.kernel_cap,
-                  tiers.mmr, tiers.maint_amount, np.asarray(layers, dtype=np.int64),
-                  float(fund_initial), float(fee_rate), float(fee_share), float(slippage),
-                  float(step_minutes), int(adl_basis), out)
+                  book.entry, book.collateral.copy(), thr.copy(), lorder.copy(),
+                  sorder.copy(), nl, ns, floor, cap, mmr, amt,
+                  np.asarray(layers, dtype=np.int64), float(fund_initial), float(fee_rate),
+                  float(fee_share), float(slippage), float(step_minutes), int(adl_basis), out)
     return out

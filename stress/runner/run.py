@@ -103,13 +103,13 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
 
 def _warm_up() -> None:
     """Compile (or load from cache) the kernel once before workers start."""
-    from stress.exchange.kernels import simulate_path
-    from stress.runner.variables import N_METRICS
-    one = np.ones(1)
-    simulate_path(np.array([1.0, 1.0]), one.copy(), one.copy(), one.copy(), np.zeros(1),
-                  np.array([np.inf]), np.array([0.01]), np.zeros(1),
-                  np.array([0, 1, 2, 3], dtype=np.int64), 0.0, 0.0, 1.0, 0.0, 1.0, 0,
-                  np.empty(N_METRICS))
+    from stress.exchange.kernels import simulate
+    from stress.exchange.tiers import TierTable
+    from stress.population import Book
+    tiers = TierTable.from_rows([{"notional_floor": 0, "notional_cap": None, "mmr": 0.01,
+                                  "maint_amount": 0, "max_leverage": 10}])
+    simulate(np.array([1.0, 0.5]), Book.from_arrays([1.0], [1.0], [0.2]), tiers,
+             [0, 1, 2, 3], 0.0)
 
 
 def run(config: str | Path | Config, **overrides: Any) -> xr.Dataset:

@@ -12,7 +12,7 @@ import xarray as xr
 
 from stress import __version__
 from stress.errors import ConservationError
-from stress.exchange.kernels import simulate_path
+from stress.exchange.kernels import prepare_book, simulate_path
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
 from stress.runner.seeding import path_rng
@@ -30,12 +30,19 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
     floor, cap = prep.tiers.floor, prep.tiers.kernel_cap
     mmr, amt = prep.tiers.mmr, prep.tiers.maint_amount
     ex = cfg.exchange
+    fixed = None
+    if prep.book is not None:
+        fixed = prepare_book(prep.book.qty, prep.book.entry, prep.book.collateral,
+                             floor, cap, mmr, amt)
     for j, path in enumerate(range(start, stop)):
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years,
                             path_rng(cfg.run.seed, path), prep.replay)
         book = prep.book_for_path(path)
+        thr, lorder, sorder, nl, ns = fixed if fixed is not None else prepare_book(
+            book.qty, book.entry, book.collateral, floor, cap, mmr, amt)
         for p in range(n_pol):
             simulate_path(prices, book.qty.copy(), book.entry, book.collateral.copy(),
+                          thr.copy(), lorder.copy(), sorder.copy(), nl, ns,
                           floor, cap, mmr, amt, prep.layers[p], float(cfg.fund.initial),
                           float(ex.liquidation_fee_rate), float(cfg.fund.fee_share),
                           float(ex.slippage), float(cfg.run.step_minutes), prep.adl_basis[p],

@@ -1,0 +1,242 @@
+"""Plain-Python reference of the liquidation step and the loss waterfalls.
+
+Written for reading, not speed: every step checks every account's
+``equity ≤ MM`` directly (no thresholds), and each rule is spelled out once.
+The numba kernel (:mod:`stress.exchange.kernels`) must give the same numbers;
+:class:`VectorisedEngine` swaps only the per-step breach test for numpy and
+is the baseline of ``benchmarks/bench_kernel.py``.
+
+Rules of one step at mark price ``P`` (all accounts isolated, linear):
+
+1. Every account with ``equity ≤ MM`` at ``P`` is liquidated, in account order.
+   Its position is closed at the execution price ``X = P·(1 − s·slippage)``
+   (``s`` = +1 long, −1 short). Its equity at ``X`` pays the liquidation fee
+   ``fee_rate·|q|·X`` (as far as it goes); the rest, if positive, is surplus for
+   the insurance fund; if negative, it is the shortfall.
+2. All surpluses and fees of the step reach the fund before any shortfall of
+   the step is paid. Shortfalls then go down the policy's waterfall in account
+   order.
+3. ``insurance_fund`` pays what it holds. ``adl`` closes ``U / |BP − X|`` units
+   of opposite-side winners (ranked by PnL% × effective leverage at ``P``) at
+   the bankruptcy price ``BP``. ``socialised`` defers to the end of the step,
+   when the pot is charged to accounts with positive uPnL, pro rata, each at
+   most its uPnL; what it cannot cover continues down the waterfall.
+   ``platform`` absorbs everything. What is left is ``residual``.
+4. The ADL queue of each side is ranked once per step, at the mark, when
+   first needed, and consumed in order: the account at its head is closed
+   until the need is met or it is exhausted (closed, or its margin spent). A
+   socialised haircut changes scores, so the queues are ranked again after it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from stress.exchange import margin
+from stress.exchange.tiers import TierTable
+from stress.runner.variables import INDEX, N_METRICS
+
+
+class ReferenceEngine:
+    """One path, one book, one policy; ``run()`` returns the metrics array."""
+
+    def __init__(self, prices, qty, entry, collateral, tiers: TierTable, layers: list[str],
+                 fund_initial: float, fee_rate: float = 0.0, fee_share: float = 1.0,
+                 slippage: float = 0.0, step_minutes: float = 1.0,
+                 adl_pnl_basis: str = "collateral"):
+        self.prices = [float(p) for p in prices]
+        self.qty = [float(q) for q in qty]
+        self.entry = [float(e) for e in entry]
+        self.collateral = [float(c) for c in collateral]
+        self.tiers = tiers
+        self.layers = list(layers)
+        self.fund = float(fund_initial)
+        self.fee_rate = fee_rate
+        self.fee_share = fee_share
+        self.slippage = slippage
+        self.step_minutes = step_minutes
+        self.adl_pnl_basis = adl_pnl_basis
+        self.m = {name: 0.0 for name in INDEX}
+        self.m["time_to_depletion"] = math.nan
+        self.m["fund_min"] = self.fund
+
+    # -------------------------------------------------------------- detection
+    def breached(self, mark: float) -> list[int]:
+        return [i for i in range(len(self.qty))
+                if margin.is_liquidatable(self.qty[i], self.entry[i], self.collateral[i], mark,
+                                          self.tiers)]
+
+    # ------------------------------------------------------------------- step
+    def run(self) -> np.ndarray:
+        for t in range(1, len(self.prices)):
+            mark = self.prices[t]
+            self.step(t, mark, self.breached(mark))
+        self.m["fund_final"] = self.fund
+        out = np.empty(N_METRICS)
+        for name, k in INDEX.items():
+            out[k] = self.m[name]
+        return out
+
+    def step(self, t: int, mark: float, liquidated: list[int]) -> None:
+        if not liquidated:
+            return
+        shortfalls = []
+        for i in liquidated:
+            shortfalls.append(self.close(i, mark))
+        self.queues = {1.0: None, -1.0: None}  # ranked on first use in the step
+        pending = []
+        for sf in shortfalls:
+            if sf is not None:
+                self.m["shortfall"] += sf["amount"]
+                self.m["n_shortfalls"] += 1
+                self.waterfall(t, mark, sf, sf["amount"], 0, pending)
+        if pending:
+            pot = sum(p[0] for p in pending)
+            charged = self.socialise(pot, mark)
+            self.m["socialised_loss"] += charged
+            if charged > 0:
+                self.queues = {1.0: None, -1.0: None}
+            left = (pot - charged) / pot
+            if left > 0:
+                for amount, sf, nxt in pending:
+                    self.waterfall(t, mark, sf, amount * left, nxt, [])
+        self.m["fund_min"] = min(self.m["fund_min"], self.fund)
+
+    def close(self, i: int, mark: float) -> dict | None:
+        """Liquidate account ``i``; credit surplus and fee; return its shortfall, if any."""
+        q, e, c = self.qty[i], self.entry[i], self.collateral[i]
+        s = margin.side(q)
+        x = mark * (1.0 - s * self.slippage)
+        eq_x = margin.equity(q, e, c, x)
+        fee = self.fee_rate * abs(q) * x
+        fee_paid = min(fee, eq_x) if eq_x > 0 else 0.0
+        surplus = max(eq_x - fee, 0.0)
+        inflow = fee_paid * self.fee_share + surplus
+        self.fund += inflow
+        self.m["fund_inflow"] += inflow
+        self.m["n_liquidations"] += 1
+        self.m["liquidated_notional"] += abs(q) * mark
+        self.qty[i] = 0.0
+        self.collateral[i] = 0.0
+        if eq_x >= 0:
+            return None
+        return {"amount": -eq_x, "side": s, "bp": margin.bankruptcy_price(q, e, c), "x": x}
+
+    # ---------------------------------------------------------------- layers
+    def waterfall(self, t, mark, sf, remaining, start, pending) -> None:
+        for li in range(start, len(self.layers)):
+            if remaining <= 0:
+                break
+            layer = self.layers[li]
+            if layer == "insurance_fund":
+                pay = min(remaining, self.fund)
+                if remaining > self.fund and not self.m["fund_depleted"]:
+                    self.m["fund_depleted"] = 1.0
+                    self.m["time_to_depletion"] = t * self.step_minutes
+                self.fund -= pay
+                remaining -= pay
+                self.m["fund_paid"] += pay
+                self.m["fund_min"] = min(self.m["fund_min"], self.fund)
+            elif layer == "adl":
+                covered = self.adl(sf, remaining, mark)
+                self.m["adl_cost"] += covered
+                remaining -= covered
+            elif layer == "socialised":
+                pending.append((remaining, sf, li + 1))
+                remaining = 0.0
+            elif layer == "platform":
+                self.m["platform_loss"] += remaining
+                remaining = 0.0
+        if remaining > 0:
+            self.m["residual"] += remaining
+
+    def adl_queue(self, bside: float, mark: float) -> list[int]:
+        """Opposite-side winners, highest ADL score first, ties in account order."""
+        ranked = []
+        for i, q in enumerate(self.qty):
+            if q * bside < 0 and margin.unrealized_pnl(q, self.entry[i], mark) > 0:
+                score = margin.adl_score(q, self.entry[i], self.collateral[i], mark,
+                                         self.adl_pnl_basis)
+                ranked.append((-score, i))
+        ranked.sort()
+        return [i for _, i in ranked]
+
+    def adl(self, sf: dict, need: float, mark: float) -> float:
+        unit_cost = abs(sf["bp"] - sf["x"])
+        if unit_cost <= 0 or need <= 0:
+            return 0.0
+        if self.queues[sf["side"]] is None:
+            self.queues[sf["side"]] = self.adl_queue(sf["side"], mark)
+        queue = self.queues[sf["side"]]
+        need_qty = need / unit_cost
+        covered = 0.0
+        bp = sf["bp"]
+        while queue:
+            i = queue[0]
+            q = self.qty[i]
+            if q == 0:
+                queue.pop(0)
+                continue
+            s = margin.side(q)
+            take = min(abs(q), need_qty)
+            full = take == need_qty
+            realised = s * take * (bp - self.entry[i])
+            if self.collateral[i] + realised < 0:
+                take = self.collateral[i] / abs(bp - self.entry[i])
+                realised = -self.collateral[i]
+                full = False
+            if take > 0:
+                self.collateral[i] += realised
+                self.qty[i] = 0.0 if take >= abs(q) else q - s * take
+                self.m["n_adl"] += 1
+                self.m["adl_notional"] += take * bp
+                need_qty -= take
+            if full:
+                return need
+            covered += take * unit_cost
+            queue.pop(0)
+            if need_qty <= 0:
+                break
+        return min(covered, need)
+
+    def socialise(self, pot: float, mark: float) -> float:
+        winners = [(i, margin.unrealized_pnl(q, self.entry[i], mark))
+                   for i, q in enumerate(self.qty) if q != 0]
+        winners = [(i, u) for i, u in winners if u > 0]
+        total = sum(u for _, u in winners)
+        if total <= 0:
+            return 0.0
+        for i, u in winners:
+            self.collateral[i] -= u if pot >= total else pot * (u / total)
+        return total if pot >= total else pot
+
+
+class VectorisedEngine(ReferenceEngine):
+    """The same rules with the per-step breach test vectorised in numpy.
+
+    The straightforward way to write this model in numpy: every step computes
+    every account's equity and maintenance margin. Baseline of the benchmark.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.q_arr = np.asarray(self.qty)
+        self.e_arr = np.asarray(self.entry)
+        self.c_arr = np.asarray(self.collateral)
+
+    def breached(self, mark: float) -> list[int]:
+        q, e, c = self.q_arr, self.e_arr, self.c_arr
+        notional = np.abs(q) * mark
+        mm = self.tiers.maintenance_margin_array(notional)
+        hit = np.flatnonzero((q != 0) & (c + q * (mark - e) <= mm))
+        return hit.tolist()
+
+    def step(self, t, mark, liquidated):
+        if not liquidated:
+            return
+        super().step(t, mark, liquidated)
+        # Keep the arrays in step with the lists the shared rules update.
+        self.q_arr = np.asarray(self.qty)
+        self.c_arr = np.asarray(self.collateral)
