@@ -51,7 +51,8 @@ class ConfigError(StressError, ValueError):
             parts.append(self.key)
         text = ": ".join(parts + [self.message])
         if self.value is not _UNSET:
-            text += f", got {self.value!r}"
+            value = self.value.item() if hasattr(self.value, "item") else self.value
+            text += f", got {value!r}"
         return text
 
 

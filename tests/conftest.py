@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stress.exchange.tiers import TierTable, builtin_tiers
+
+GOLDEN = Path(__file__).parent / "golden"
+ROOT = Path(__file__).parent.parent
+
+
+def golden_cases(*files: str) -> list[dict]:
+    cases = []
+    for f in files:
+        cases.extend(json.loads((GOLDEN / f).read_text())["cases"])
+    return cases
+
+
+def flat_tiers(mmr: float, maint_amount: float = 0.0, max_leverage: float = 100.0) -> TierTable:
+    return TierTable.from_rows([{"notional_floor": 0, "notional_cap": None, "mmr": mmr,
+                                 "maint_amount": maint_amount, "max_leverage": max_leverage}])
+
+
+@pytest.fixture(scope="session")
+def binance_tiers() -> TierTable:
+    return builtin_tiers("binance_btcusdt_2021")
+
+
+def close(got: float, exp: float, tol: dict) -> bool:
+    return abs(got - exp) <= max(tol.get("abs", 0.0), tol.get("rel", 0.0) * abs(exp))
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def random_book(rng: np.random.Generator, n: int, s0: float = 100.0):
+    from stress.population import Book
+    lev = rng.choice([2.0, 5.0, 10.0, 20.0, 50.0], n)
+    side = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    entry = s0 * np.exp(0.02 * rng.standard_normal(n))
+    notional = 10.0 * (1.0 + rng.pareto(1.5, n))
+    return Book.from_arrays(side * notional / entry, entry, notional / lev, lev)
