@@ -1,0 +1,187 @@
+"""End-to-end runs: the loss identity, determinism across workers and shard sizes,
+result files and their attributes, the Python API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+import stress
+from conftest import ROOT
+from stress.config import config_from_dict, load_config
+from stress.errors import ConservationError
+from stress.runner.run import plan
+from stress.runner.shard import check_identity
+from stress.runner.store import open_results, write_atomic
+from stress.runner.variables import INDEX, PATH_METRICS
+
+SMALL = {
+    "run": {"name": "small", "paths": 24, "steps": 240, "seed": 42, "shard_size": 5},
+    "market": {"kind": "merton", "s0": 100.0, "sigma": 0.9, "jump_intensity": 1500.0,
+               "jump_mean": -0.06, "jump_std": 0.04},
+    "population": {"kind": "synthetic", "accounts": 1500},
+    "exchange": {"liquidation_fee_rate": 0.004, "slippage": 0.003},
+    "fund": {"initial": 200.0},
+    "policies": [{"name": "fund+adl", "layers": ["insurance_fund", "adl"]},
+                 {"name": "socialised", "layers": ["socialised"]},
+                 {"name": "platform", "layers": ["platform"]},
+                 {"name": "fund+soc+nbp", "layers": ["insurance_fund", "socialised", "platform"]}],
+}
+
+
+def small(**run):
+    data = {**SMALL, "run": {**SMALL["run"], **run}}
+    return config_from_dict(data)
+
+
+def data_only(ds: xr.Dataset) -> xr.Dataset:
+    return ds.drop_attrs()
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    return stress.run(small(), workers=1, out=out), out
+
+
+def test_small_run_exercises_every_layer(reference_run):
+    ds, _ = reference_run
+    assert ds.sizes == {"policy": 4, "path": 24}
+    assert float(ds.shortfall.sum()) > 0
+    for var in ("fund_paid", "adl_cost", "socialised_loss", "platform_loss"):
+        assert float(ds[var].sum()) > 0, var
+    assert int(ds.fund_depleted.sum()) > 0
+
+
+def test_results_identical_for_workers_and_shard_sizes(reference_run, tmp_path):
+    ds, _ = reference_run
+    for workers, shard in ((2, 5), (1, 7), (2, 1000)):
+        other = stress.run(small(shard_size=shard), workers=workers, out=tmp_path / f"{workers}-{shard}")
+        xr.testing.assert_identical(data_only(other), data_only(ds))
+
+
+def test_policies_share_paths_and_book(reference_run):
+    ds, _ = reference_run
+    # The first liquidation happens before any policy acts, so the count of paths with
+    # a liquidation is the same for every policy (common random numbers).
+    first = (ds.n_liquidations > 0).sum("path").values
+    assert np.all(first == first[0])
+    # The platform policy changes nobody's position: its shortfall is the "raw" one,
+    # and it never touches the fund.
+    nbp = ds.sel(policy="platform")
+    np.testing.assert_array_equal(nbp.platform_loss, nbp.shortfall)
+    assert float(nbp.fund_paid.sum()) == 0.0
+
+
+def test_loss_identity_holds_on_every_path(reference_run):
+    ds, _ = reference_run
+    rhs = sum(ds[v] for v in ("fund_paid", "adl_cost", "socialised_loss", "platform_loss",
+                              "residual"))
+    np.testing.assert_allclose(rhs, ds.shortfall, rtol=1e-9, atol=1e-9)
+
+
+def test_identity_check_fails_loudly():
+    out = np.zeros((1, 3, len(PATH_METRICS)))
+    out[0, 1, INDEX["shortfall"]] = 10.0
+    out[0, 1, INDEX["fund_paid"]] = 9.0
+    with pytest.raises(ConservationError, match="path 1, policy p"):
+        check_identity(out, ["p"])
+
+
+def test_result_files_and_attributes(reference_run):
+    ds, out = reference_run
+    shards = sorted((out / "shards").glob("*"))
+    assert [s.name for s in shards] == [f"shard-{k:06d}.nc" for k in range(5)]
+    on_disk = open_results(out)
+    xr.testing.assert_identical(on_disk, ds)
+    for var in PATH_METRICS:
+        assert ds[var.name].attrs["units"] == var.units
+        assert ds[var.name].attrs["long_name"] == var.long_name
+    assert ds.attrs["seed"] == 42
+    assert ds.attrs["stress_version"] == stress.__version__
+    assert len(ds.attrs["config_hash"]) == 64
+    assert yaml.safe_load(ds.attrs["config"]) == small().model_dump(mode="json")
+    assert np.isnan(ds.time_to_depletion.where(ds.fund_depleted == 0)).all()
+
+
+def test_rerun_from_the_stored_config_is_bit_identical(reference_run, tmp_path):
+    ds, _ = reference_run
+    cfg_file = tmp_path / "again.yaml"
+    cfg_file.write_text(ds.attrs["config"])
+    again = stress.run(cfg_file, workers=1, out=tmp_path / "again")
+    xr.testing.assert_identical(again, ds)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    ds = xr.Dataset({"x": ("a", np.arange(3.0))})
+    target = tmp_path / "f.nc"
+    write_atomic(ds, target)
+
+    class Boom(xr.Dataset):
+        __slots__ = ()
+
+        def to_netcdf(self, *a, **k):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(Boom({"x": ("a", np.arange(5.0))}), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["f.nc"]
+    xr.testing.assert_identical(open_results(target), ds)
+
+
+def test_plan_covers_every_path_once():
+    shards = plan(1003, 250)
+    assert shards[0] == (0, 0, 250) and shards[-1] == (4, 1000, 1003)
+    covered = np.concatenate([np.arange(s, e) for _, s, e in shards])
+    np.testing.assert_array_equal(covered, np.arange(1003))
+
+
+def test_api_overrides(tmp_path):
+    ds = stress.run(small(), workers=1, out=tmp_path, paths=3, fund__initial=0.0)
+    assert ds.sizes["path"] == 3
+    assert (ds.fund_min == 0.0).all()
+    assert yaml.safe_load(ds.attrs["config"])["fund"]["initial"] == 0.0
+
+
+def test_api_rejects_unknown_override(tmp_path):
+    from stress.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown override"):
+        stress.run(small(), out=tmp_path, sigma=3)
+
+
+def test_redrawn_population_differs_per_path_but_not_per_shard(tmp_path):
+    data = {**SMALL, "run": {**SMALL["run"], "paths": 6},
+            "population": {"kind": "synthetic", "accounts": 500, "redraw_per_path": True}}
+    a = stress.run(config_from_dict(data), workers=1, out=tmp_path / "a")
+    data["run"] = {**data["run"], "shard_size": 4}
+    b = stress.run(config_from_dict(data), workers=2, out=tmp_path / "b")
+    xr.testing.assert_identical(data_only(a), data_only(b))
+
+
+def test_pure_python_path_gives_the_same_numbers(tmp_path):
+    cfg = {**SMALL, "run": {**SMALL["run"], "paths": 2, "steps": 120},
+           "population": {"kind": "synthetic", "accounts": 200}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    code = ("import stress, sys; ds = stress.run('c.yaml', workers=1, out='o'); "
+            "ds.drop_attrs().to_netcdf(sys.argv[1])")
+    env = {**os.environ, "STRESS_DISABLE_NUMBA": "1"}
+    subprocess.run([sys.executable, "-c", code, "py.nc"], cwd=tmp_path, env=env, check=True)
+    numba_ds = stress.run(load_config(tmp_path / "c.yaml"), workers=1, out=tmp_path / "n")
+    py_ds = xr.load_dataset(tmp_path / "py.nc")
+    assert float(numba_ds.n_liquidations.sum()) > 0
+    xr.testing.assert_allclose(py_ds, data_only(numba_ds), rtol=1e-12)
+
+
+def test_default_config_identity_on_every_path(tmp_path):
+    ds = stress.run(ROOT / "configs" / "default.yaml", out=tmp_path)
+    assert ds.sizes["path"] >= 1000 and ds.attrs["accounts"] >= 10_000
+    rhs = sum(ds[v] for v in ("fund_paid", "adl_cost", "socialised_loss", "platform_loss",
+                              "residual"))
+    np.testing.assert_allclose(rhs, ds.shortfall, rtol=1e-9, atol=1e-9)
+    assert float((ds.shortfall > 0).mean()) > 0.01

@@ -1,0 +1,144 @@
+"""The command line: exit codes and one-line messages that name file, key path and value."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from stress.cli import app
+
+runner = CliRunner()
+
+GOOD = """
+run: {name: tiny, paths: 6, steps: 60, seed: 1, shard_size: 4}
+market: {kind: merton, s0: 100.0, sigma: 0.8, jump_intensity: 2000, jump_mean: -0.05}
+population: {kind: synthetic, accounts: 300}
+fund: {initial: 100.0}
+"""
+
+
+def write(tmp_path, text, name="c.yaml"):
+    f = tmp_path / name
+    f.write_text(textwrap.dedent(text))
+    return f
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.startswith("stress ")
+
+
+def test_validate_accepts_the_default_config():
+    r = runner.invoke(app, ["validate", str(ROOT / "configs" / "default.yaml")])
+    assert r.exit_code == 0, r.output
+    assert "valid" in r.output
+
+
+def test_run_writes_results_and_prints_summary(tmp_cwd):
+    cfg = write(tmp_cwd, GOOD)
+    r = runner.invoke(app, ["run", str(cfg), "--workers", "1", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_cwd / "results" / "tiny" / "results.nc").is_file()
+    assert len(list((tmp_cwd / "results" / "tiny" / "shards").glob("shard-*.nc"))) == 2
+    for word in ("mean shortfall", "shortfall q99.9", "P(fund depleted)", "mean ADL cost",
+                 "fund+adl", "socialised", "platform"):
+        assert word in r.output
+
+
+def test_run_out_option(tmp_cwd):
+    cfg = write(tmp_cwd, GOOD)
+    r = runner.invoke(app, ["run", str(cfg), "-w", "1", "--no-progress", "--out", "elsewhere"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_cwd / "elsewhere" / "results.nc").is_file()
+    assert not (tmp_cwd / "results").exists()
+
+
+BAD = [
+    # (yaml replacing/adding to GOOD, expected message fragment)
+    ("market: {kind: merton, sigmaa: 0.5}", "c.yaml: market.sigmaa: unknown key"),
+    ("market: {kind: merton, sigma: -0.3}",
+     "c.yaml: market.sigma: input should be greater than or equal to 0, got -0.3"),
+    ("market: {kind: heston}", "c.yaml: market.kind: unknown kind"),
+    ("run: {name: tiny, paths: many, steps: 60, seed: 1}", "c.yaml: run.paths:"),
+    ("run: {name: tiny, steps: 60, seed: 1}", "c.yaml: run.paths: required key is missing"),
+    ("population: {kind: synthetic, leverage: {values: [2, 200], weights: [1, 1]}}",
+     "c.yaml: population.leverage.values.1: leverage above the tier table's maximum 125, "
+     "got 200.0"),
+    ("population: {kind: synthetic, leverage: {values: [2, 5], weights: [1]}}",
+     "c.yaml: population.leverage.weights: needs 2 entries"),
+    ("market: {kind: replay, path: nope.csv}", "c.yaml: market.path: file not found, got 'nope.csv'"),
+    ("population: {kind: csv, path: book.csv}", "c.yaml: population.path: file not found"),
+    ("exchange: {tiers: nope_table}", "c.yaml: exchange.tiers: unknown built-in tier table"),
+    ("exchange: {tiers: [{notional_floor: 0, notional_cap: 100, mmr: 0.01, max_leverage: 50},"
+     " {notional_floor: 200, mmr: 0.02, max_leverage: 25}]}",
+     "c.yaml: exchange.tiers.1.notional_floor: tiers must be contiguous"),
+    ("exchange: {tiers: [{notional_floor: 0, notional_cap: 100, mmr: 0.02, max_leverage: 40},"
+     " {notional_floor: 100, mmr: 0.01, max_leverage: 25}]}",
+     "c.yaml: exchange.tiers.1.mmr: maintenance rate must not fall"),
+    ("exchange: {tiers: [{notional_floor: 0, mmr: 0.02, max_leverage: 60}]}",
+     "c.yaml: exchange.tiers.0.max_leverage: initial margin 1/max_leverage must exceed"),
+    ("exchange: {slippage: 1.5}", "c.yaml: exchange.slippage: input should be less than 1"),
+    ("policies: [{name: a, layers: [insurance_fund, adl, adl]}]",
+     "c.yaml: policies.0.layers: layer 'adl' appears twice"),
+    ("policies: [{name: a, layers: [insurance_fund, bailout]}]", "c.yaml: policies.0.layers.1:"),
+    ("policies: [{name: a, layers: [adl]}, {name: a, layers: [platform]}]",
+     "c.yaml: policies.1.name: policy names must be unique, got 'a'"),
+    ("fund: {initial: -5}", "c.yaml: fund.initial: input should be greater than or equal to 0"),
+    ("extra_section: {a: 1}", "c.yaml: extra_section: unknown key"),
+]
+
+
+def _merge(extra: str) -> str:
+    base = {line.split(":")[0]: line for line in GOOD.strip().splitlines()}
+    for line in extra.splitlines():
+        base[line.split(":")[0]] = line
+    return "\n".join(base.values()) + "\n"
+
+
+@pytest.mark.parametrize("extra,fragment", BAD, ids=[b[1].split(":")[1].strip() + str(i)
+                                                     for i, b in enumerate(BAD)])
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_config_exits_2_with_one_line_and_no_output(tmp_cwd, extra, fragment, command):
+    cfg = write(tmp_cwd, _merge(extra))
+    args = [command, "c.yaml"] + (["-w", "1", "--no-progress"] if command == "run" else [])
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    assert fragment in r.output, r.output
+    assert "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (tmp_cwd / "results").exists()
+    assert cfg.is_file()
+
+
+def test_invalid_yaml_reports_the_line(tmp_cwd):
+    write(tmp_cwd, "run: {name: x, paths: 1\nmarket: [\n")
+    r = runner.invoke(app, ["validate", "c.yaml"])
+    assert r.exit_code == 2
+    assert "c.yaml: invalid YAML: line" in r.output
+
+
+def test_missing_config_file(tmp_cwd):
+    r = runner.invoke(app, ["run", "nope.yaml"])
+    assert r.exit_code == 2 and "nope.yaml: config file not found" in r.output
+
+
+def test_nan_in_population_csv_names_row_and_column(tmp_cwd):
+    (tmp_cwd / "book.csv").write_text("account_id,qty,entry_price,collateral\n"
+                                      "a,1.0,100,10\nb,nan,100,10\n")
+    write(tmp_cwd, _merge("population: {kind: csv, path: book.csv}"))
+    r = runner.invoke(app, ["run", "c.yaml", "-w", "1", "--no-progress"])
+    assert r.exit_code == 2
+    assert ("c.yaml: population.path: book.csv row 2 (line 3), column qty: must be a finite "
+            "number, got 'nan'") in r.output
+    assert not (tmp_cwd / "results").exists()
+
+
+def test_replay_longer_run_than_data(tmp_cwd):
+    (tmp_cwd / "p.csv").write_text("timestamp,close\n1,100\n2,99\n3,98\n")
+    write(tmp_cwd, _merge("market: {kind: replay, path: p.csv}"))
+    r = runner.invoke(app, ["validate", "c.yaml"])
+    assert r.exit_code == 2
+    assert "c.yaml: run.steps: the replay has only 3 prices (2 steps), got 60" in r.output
