@@ -410,3 +410,51 @@ def load_config(path: str | Path) -> Config:
 def config_from_dict(data: dict, base_dir: str | Path | None = None) -> Config:
     """Validate a config given as a Python mapping (paths relative to ``base_dir``)."""
     return _validate(data, None, Path(base_dir) if base_dir else Path.cwd())
+
+
+# ------------------------------------------------------------ documentation
+_DOC_SECTIONS = (
+    ("run", RunConfig, None),
+    ("market (kind: gbm)", GBMMarket, "market"),
+    ("market (kind: merton)", MertonMarket, "market"),
+    ("market (kind: replay)", ReplayMarket, "market"),
+    ("population (kind: synthetic)", SyntheticPopulation, "population"),
+    ("population.leverage", LeverageMix, "population.leverage"),
+    ("population.notional", NotionalLaw, "population.notional"),
+    ("population (kind: csv)", CSVPopulation, "population"),
+    ("exchange", ExchangeConfig, None),
+    ("exchange.tiers (inline rows)", TierRow, "exchange.tiers[]"),
+    ("fund", FundConfig, None),
+    ("policies (list)", PolicyConfig, "policies[]"),
+)
+
+
+def _default_text(field) -> str:
+    from pydantic_core import PydanticUndefined
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "see below"
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            return "the three mission policies"
+    else:
+        value = field.default
+    return f"`{json.dumps(value)}`" if not isinstance(value, float) or value != math.inf \
+        else "`inf`"
+
+
+def reference_markdown() -> str:
+    """The config reference of the README, generated from the models' descriptions."""
+    lines = []
+    for title, model, prefix in _DOC_SECTIONS:
+        prefix = prefix or title
+        lines += [f"**`{title}`**", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        for name, field in model.model_fields.items():
+            if name == "kind":
+                continue
+            desc = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{prefix}.{name}` | {_default_text(field)} | {desc} |")
+        lines.append("")
+    return "\n".join(lines)
