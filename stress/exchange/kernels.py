@@ -13,8 +13,8 @@ the mark crosses the threshold, so a path costs O(steps + liquidations)
 after an O(n log n) sort shared by every policy and path that use the book.
 Each candidate is confirmed with the exact ``equity ≤ MM`` test, so the
 threshold only has to be a safe filter. When ADL or a socialised haircut
-changes positions or collateral, the changed thresholds are recomputed and
-the book is re-sorted.
+changes an account's position or collateral, its threshold is recomputed and
+it is checked on its own each step until the next re-sort of the book.
 """
 
 from __future__ import annotations
@@ -98,9 +98,10 @@ def liquidation_threshold(qty, entry, collateral, floor, cap, mmr, amt):
 
 
 @njit(cache=True)
-def sort_book(qty, thr, lorder, sorder):
+def sort_book(qty, thr, lorder, sorder, lkey, skey):
     """Open longs by threshold, highest first, into ``lorder``; open shorts, lowest
-    first, into ``sorder``. Returns the counts ``(n_long, n_short)``."""
+    first, into ``sorder``; the thresholds at sorting time into ``lkey``/``skey``.
+    Returns the counts ``(n_long, n_short)``."""
     nl = 0
     ns = 0
     for i in range(qty.shape[0]):
@@ -117,6 +118,7 @@ def sort_book(qty, thr, lorder, sorder):
     tmp = lorder[:nl].copy()
     for j in range(nl):
         lorder[j] = tmp[perm[j]]
+        lkey[j] = thr[lorder[j]]
     key = np.empty(ns)
     for j in range(ns):
         key[j] = thr[sorder[j]]
@@ -124,6 +126,7 @@ def sort_book(qty, thr, lorder, sorder):
     tmp = sorder[:ns].copy()
     for j in range(ns):
         sorder[j] = tmp[perm[j]]
+        skey[j] = thr[sorder[j]]
     return nl, ns
 
 
@@ -139,8 +142,17 @@ def prepare_book(qty, entry, collateral, floor, cap, mmr, amt):
         thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr, amt)
     lorder = np.empty(n, dtype=np.int64)
     sorder = np.empty(n, dtype=np.int64)
-    nl, ns = sort_book(qty, thr, lorder, sorder)
+    nl, ns = sort_book(qty, thr, lorder, sorder, np.empty(n), np.empty(n))
     return thr, lorder, sorder, nl, ns
+
+
+@njit(cache=True)
+def _touch(i, qty, touched):
+    """Record that account ``i``'s threshold changed (``touched[0]`` is the count; a
+    closed position needs no record: the walks skip it)."""
+    if qty[i] != 0.0:
+        touched[0] += 1
+        touched[touched[0]] = i
 
 
 @njit(cache=True)
@@ -174,7 +186,7 @@ def _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue, score):
 
 @njit(cache=True)
 def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr, amt,
-         adl_basis, queues, score, qstate, out):
+         adl_basis, queues, score, qstate, touched, out):
     """Close the uncovered part of a bankrupt position against opposite-side winners.
 
     ``need`` is the loss to cover; the bankrupt side is ``bside`` (+1 long).
@@ -223,6 +235,7 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
                 qty[i] = q - s * take
             thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr,
                                            amt)
+            _touch(i, qty, touched)
             out[N_ADL] += 1.0
             out[ADL_NOTIONAL] += take * bp
             need_qty -= take
@@ -243,7 +256,7 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
 @njit(cache=True)
 def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fund,
                qty, entry, collateral, thr, floor, cap, mmr, amt, adl_basis, queues, score,
-               qstate, out, pend_rem, pend_next, pend_side, pend_bp, pend_x, n_pend):
+               qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp, pend_x, n_pend):
     """Run ``remaining`` through ``layers[start:]``; returns (fund, n_pend).
 
     A ``socialised`` layer defers the loss to the end of the step (see
@@ -266,7 +279,7 @@ def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fu
                 out[FUND_MIN] = fund
         elif layer == LAYER_ADL:
             c = _adl(bside, bp, x, remaining, mark, qty, entry, collateral, thr, floor, cap,
-                     mmr, amt, adl_basis, queues, score, qstate, out)
+                     mmr, amt, adl_basis, queues, score, qstate, touched, out)
             out[ADL_COST] += c
             remaining -= c
         elif layer == LAYER_SOCIALISED:
@@ -286,7 +299,7 @@ def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fu
 
 
 @njit(cache=True)
-def _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt):
+def _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt, touched):
     """Charge ``pot`` to accounts with positive uPnL, pro rata, each at most its uPnL.
 
     Returns the amount charged.
@@ -308,6 +321,7 @@ def _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt):
                 collateral[i] -= charge
                 thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap,
                                                mmr, amt)
+                _touch(i, qty, touched)
     return total if everything else pot
 
 
@@ -336,8 +350,9 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
     out : float64[N_METRICS]
         Per-path metrics, filled in (see :mod:`stress.runner.variables`).
 
-    Cost: O(steps + liquidations) plus a re-sort of the book after each step
-    in which ADL or a socialised haircut changed positions or collateral.
+    Cost: O(steps + liquidations). Accounts whose threshold moves (partial ADL,
+    socialised haircut) are checked on their own each step; when more than
+    max(64, n/64) are, the book is re-sorted.
     """
     n = qty.shape[0]
     for k in range(out.shape[0]):
@@ -349,6 +364,20 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
     ns = n_short
     lhead = 0
     shead = 0
+    # Sort-time thresholds: the walks stop on these, so an account whose threshold
+    # moved later cannot stop a walk early; such accounts are "loose" and checked
+    # on their own each step until the next re-sort.
+    lkey = np.empty(n)
+    skey = np.empty(n)
+    for j in range(nl):
+        lkey[j] = thr[lorder[j]]
+    for j in range(ns):
+        skey[j] = thr[sorder[j]]
+    is_loose = np.zeros(n, dtype=np.bool_)
+    loose = np.empty(n, dtype=np.int64)
+    n_loose = 0
+    max_loose = 64 if n // 64 < 64 else n // 64
+    touched = np.empty(3 * n + 1, dtype=np.int64)
 
     liq = np.empty(n, dtype=np.int64)
     liq_short = np.empty(n)
@@ -371,24 +400,33 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
         m = 0
         i = lhead
         while i < nl:
-            a = lorder[i]
-            if thr[a] < mark:
+            if lkey[i] < mark:
                 break
-            if qty[a] > 0.0 and is_breached(qty[a], entry[a], collateral[a], mark, cap, mmr,
-                                            amt):
+            a = lorder[i]
+            if not is_loose[a] and qty[a] > 0.0 and is_breached(qty[a], entry[a],
+                                                                collateral[a], mark, cap,
+                                                                mmr, amt):
                 liq[m] = a
                 m += 1
             i += 1
         i = shead
         while i < ns:
-            a = sorder[i]
-            if thr[a] > mark:
+            if skey[i] > mark:
                 break
-            if qty[a] < 0.0 and is_breached(qty[a], entry[a], collateral[a], mark, cap, mmr,
-                                            amt):
+            a = sorder[i]
+            if not is_loose[a] and qty[a] < 0.0 and is_breached(qty[a], entry[a],
+                                                                collateral[a], mark, cap,
+                                                                mmr, amt):
                 liq[m] = a
                 m += 1
             i += 1
+        for j in range(n_loose):
+            a = loose[j]
+            q = qty[a]
+            if (q > 0.0 and mark <= thr[a]) or (q < 0.0 and mark >= thr[a]):
+                if is_breached(q, entry[a], collateral[a], mark, cap, mmr, amt):
+                    liq[m] = a
+                    m += 1
         if m == 0:
             continue
         liq[:m] = np.sort(liq[:m])  # the step's liquidations in account order
@@ -416,9 +454,9 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
             out[LIQUIDATED_NOTIONAL] += abs(q) * mark
             qty[i] = 0.0
             collateral[i] = 0.0
-        n_adl_before = out[N_ADL]
         qstate[0] = -1  # the step's ADL queues are ranked on first use
         qstate[2] = -1
+        touched[0] = 0
         n_pend = 0
         for j in range(m):
             sf = liq_short[j]
@@ -428,38 +466,51 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
                 fund, n_pend = _waterfall(0, sf, t, step_minutes, layers, liq_side[j],
                                           liq_bp[j], liq_x[j], mark, fund, qty, entry,
                                           collateral, thr, floor, cap, mmr, amt, adl_basis,
-                                          queues, score, qstate, out, pend_rem, pend_next,
-                                          pend_side,
-                                          pend_bp, pend_x, n_pend)
-        changed = out[N_ADL] > n_adl_before
+                                          queues, score, qstate, touched, out, pend_rem,
+                                          pend_next, pend_side, pend_bp, pend_x, n_pend)
         if n_pend > 0:
             pot = 0.0
             for p in range(n_pend):
                 pot += pend_rem[p]
-            charged = _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt)
+            charged = _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt,
+                                 touched)
             if charged > 0.0:
-                changed = True
                 qstate[0] = -1  # haircuts changed the scores: rank again if needed
                 qstate[2] = -1
             out[SOCIALISED_LOSS] += charged
             left = (pot - charged) / pot
             if left > 0.0:
                 # What the haircut could not cover continues down each waterfall.
-                n_adl_before = out[N_ADL]
                 for p in range(n_pend):
                     fund, _ = _waterfall(pend_next[p], pend_rem[p] * left, t,
                                          step_minutes, layers, pend_side[p], pend_bp[p],
                                          pend_x[p], mark, fund, qty, entry, collateral,
                                          thr, floor, cap, mmr, amt, adl_basis, queues,
-                                         score, qstate, out, pend_rem, pend_next, pend_side,
-                                         pend_bp, pend_x, n_pend)
-                if out[N_ADL] > n_adl_before:
-                    changed = True
+                                         score, qstate, touched, out, pend_rem, pend_next,
+                                         pend_side, pend_bp, pend_x, n_pend)
         if fund < out[FUND_MIN]:
             out[FUND_MIN] = fund
-        if changed:
-            # Thresholds moved: re-sort the open book.
-            nl, ns = sort_book(qty, thr, lorder, sorder)
+        # Accounts whose thresholds moved become loose; closed ones leave the list.
+        for j in range(1, touched[0] + 1):
+            a = touched[j]
+            if qty[a] != 0.0 and not is_loose[a]:
+                is_loose[a] = True
+                loose[n_loose] = a
+                n_loose += 1
+        k = 0
+        for j in range(n_loose):
+            a = loose[j]
+            if qty[a] != 0.0:
+                loose[k] = a
+                k += 1
+            else:
+                is_loose[a] = False
+        n_loose = k
+        if n_loose > max_loose:
+            nl, ns = sort_book(qty, thr, lorder, sorder, lkey, skey)
+            for j in range(n_loose):
+                is_loose[loose[j]] = False
+            n_loose = 0
             lhead = 0
             shead = 0
         # Skip the closed positions at the head of each side.
