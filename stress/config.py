@@ -70,8 +70,9 @@ class MertonMarket(GBMMarket):
     jump_intensity: float = Field(
         default=20.0, ge=0, description="Poisson jump rate λ, jumps per year.")
     jump_mean: float = Field(
-        default=-0.08, description="Mean of the log jump size (−0.08 ≈ an 8% crash).")
-    jump_std: float = Field(default=0.04, ge=0, description="Std of the log jump size.")
+        default=-0.08, ge=-5, le=5,
+        description="Mean of the log jump size (−0.08 ≈ an 8% crash).")
+    jump_std: float = Field(default=0.04, ge=0, le=5, description="Std of the log jump size.")
 
     _fin2 = field_validator("jump_intensity", "jump_mean", "jump_std")(_finite)
 

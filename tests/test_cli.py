@@ -142,3 +142,18 @@ def test_replay_longer_run_than_data(tmp_cwd):
     r = runner.invoke(app, ["validate", "c.yaml"])
     assert r.exit_code == 2
     assert "c.yaml: run.steps: the replay has only 3 prices (2 steps), got 60" in r.output
+
+
+def test_unwritable_output_is_a_user_error(tmp_cwd):
+    write(tmp_cwd, GOOD)
+    (tmp_cwd / "blocked").write_text("a file, not a folder")
+    r = runner.invoke(app, ["run", "c.yaml", "-w", "1", "--no-progress", "--out", "blocked/x"])
+    assert r.exit_code == 2
+    assert "blocked/x: cannot write results there" in r.output
+
+
+def test_overflowing_market_is_a_user_error(tmp_cwd):
+    write(tmp_cwd, _merge("market: {kind: gbm, s0: 100.0, mu: 1.0e+300, sigma: 0.1}"))
+    r = runner.invoke(app, ["run", "c.yaml", "-w", "1", "--no-progress"])
+    assert r.exit_code == 2
+    assert "is not finite (overflow)" in r.output

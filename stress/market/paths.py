@@ -23,6 +23,11 @@ def merton_log_increments(steps: int, dt: float, mu: float, sigma: float,
     GBM and a Merton path with the same seed share their diffusion part.
     """
     z = rng.standard_normal(steps)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _increments(z, steps, dt, mu, sigma, jump_intensity, jump_mean, jump_std, rng)
+
+
+def _increments(z, steps, dt, mu, sigma, jump_intensity, jump_mean, jump_std, rng):
     kappa = math.exp(jump_mean + 0.5 * jump_std ** 2) - 1.0
     drift = (mu - 0.5 * sigma ** 2 - jump_intensity * kappa) * dt
     inc = drift + sigma * math.sqrt(dt) * z
@@ -48,8 +53,10 @@ def price_path(market, steps: int, dt: float, rng: np.random.Generator,
                                 getattr(market, "jump_std", 0.0), rng)
     log_path = np.empty(steps + 1)
     log_path[0] = 0.0
-    np.cumsum(inc, out=log_path[1:])
-    return market.s0 * np.exp(log_path)
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Absurd parameters overflow; the runner rejects non-finite paths.
+        np.cumsum(inc, out=log_path[1:])
+        return market.s0 * np.exp(log_path)
 
 
 def merton_log_return_moments(t: float, mu: float, sigma: float, jump_intensity: float,

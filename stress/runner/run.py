@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from stress.config import Config, RunConfig, load_config
-from stress.errors import ConfigError
+from stress.errors import ConfigError, StressError
 from stress.runner.prepare import Prepared, prepare
 from stress.runner.store import (RESULTS_FILE, SHARDS_DIR, combine, shard_name,
                                  write_atomic)
@@ -78,10 +78,13 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
     workers = min(workers, len(shards))
 
     # A previous run's shards in this folder would mix with ours.
-    if shard_dir.exists():
-        shutil.rmtree(shard_dir)
-    (run_dir / RESULTS_FILE).unlink(missing_ok=True)
-    shard_dir.mkdir(parents=True)
+    try:
+        if shard_dir.exists():
+            shutil.rmtree(shard_dir)
+        (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+        shard_dir.mkdir(parents=True)
+    except OSError as e:
+        raise StressError(f"{run_dir}: cannot write results there: {e.strerror}") from None
 
     _warm_up()
     tasks = [(prep, k, s, e, str(shard_dir)) for k, s, e in shards]

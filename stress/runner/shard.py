@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from stress import __version__
-from stress.errors import ConservationError
+from stress.errors import ConservationError, StressError
 from stress.exchange.kernels import prepare_book, simulate_path
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
@@ -37,6 +37,9 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
     for j, path in enumerate(range(start, stop)):
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years,
                             path_rng(cfg.run.seed, path), prep.replay)
+        if not np.all(np.isfinite(prices)):
+            raise StressError(f"{cfg.source or 'config'}: market: the price path {path} is not "
+                              f"finite (overflow); lower market.sigma, market.mu or the jumps")
         book = prep.book_for_path(path)
         thr, lorder, sorder, nl, ns = fixed if fixed is not None else prepare_book(
             book.qty, book.entry, book.collateral, floor, cap, mmr, amt)
