@@ -248,7 +248,7 @@ def main(argv=None) -> int:
     print(f"{'engine':<32}{'s / path':>12}{'account-steps/s':>18}{'vs numpy':>12}")
     for name, sec, rate in rows:
         print(f"{name:<32}{sec:>12.4g}{fmt_rate(rate):>18}{fmt_ratio(rate / rate_np):>12}")
-    print(f"(kernel under policy ['platform'] on the same path, no ADL so no re-sort: "
+    print(f"(kernel under policy ['platform'] on the same path, no ADL ranking: "
           f"{t_plat:.4g} s/path; not compared)")
     if n_py > 0:
         print(f"* measured at {n_py:,} accounts x {steps:,} steps ({t_py:.2f} s), "
