@@ -191,8 +191,116 @@ class ExchangeConfig(Strict):
                     "paid out of what is left of the position's equity.")
     slippage: float = Field(
         default=0.0, ge=0, lt=1,
-        description="Execution price = mark·(1 − slippage) for a long closed, "
-                    "mark·(1 + slippage) for a short.")
+        description="Fixed part of the execution price's distance from the mark, against the "
+                    "position: a long is closed at mark·(1 − slippage − gap − impact), a short "
+                    "at mark·(1 + slippage + gap + impact) (gap and impact: `liquidity`).")
+    mark_smoothing_minutes: float = Field(
+        default=0.0, ge=0,
+        description="Half-life of the exponential average of the index that forms the mark "
+                    "price, minutes; 0 = the mark is the index.")
+    funding: "FundingConfig" = Field(default_factory=lambda: FundingConfig(),
+                                     description="Funding payments between longs and shorts.")
+
+
+class FundingConfig(Strict):
+    mode: Literal["none", "constant", "premium"] = Field(
+        default="none",
+        description="`none`; `constant` (the rate below every interval); `premium` (the "
+                    "interval's mean premium of mark over index, plus `interest` − premium "
+                    "clamped to ±`clamp`, the whole capped at ±`cap`, as venues do).")
+    interval_minutes: float = Field(default=480.0, gt=0,
+                                    description="Time between funding payments, minutes.")
+    rate: float = Field(default=0.0001, ge=-1, le=1,
+                        description="Constant funding rate per interval (positive: longs pay "
+                                    "shorts).")
+    interest: float = Field(default=0.0001, ge=-1, le=1,
+                            description="Interest component per interval (premium mode).")
+    clamp: float = Field(default=0.0005, ge=0, le=1,
+                         description="Clamp of (interest − premium) per interval (premium mode).")
+    cap: float = Field(default=0.0075, ge=0, le=1,
+                       description="Largest absolute funding rate per interval.")
+
+
+# --------------------------------------------------------------- liquidity
+class LiquidityEvent(Strict):
+    start_minute: float = Field(ge=0, description="Start of the event, minutes from the path start.")
+    duration_minutes: float = Field(gt=0, description="Length of the event, minutes.")
+    depth_factor: float = Field(default=1.0, gt=0, le=1,
+                                description="Book depth is multiplied by this during the event.")
+    gap: float = Field(default=0.0, ge=0, lt=1,
+                       description="The book is empty over this band beyond the mark (fraction "
+                                   "of the price): forced orders fill at least this far away.")
+    side: Literal["both", "bid", "ask"] = Field(
+        default="both", description="Which side of the book the event hits (bid: where "
+                                    "liquidated longs sell).")
+
+
+class GapEvents(Strict):
+    rate_per_day: float = Field(default=0.0, ge=0,
+                                description="Random gap events per day (Poisson), per path.")
+    width: float = Field(default=0.01, ge=0, lt=1,
+                         description="Band beyond the mark left empty, fraction of the price.")
+    duration_minutes: float = Field(default=5.0, gt=0, description="Length of each gap, minutes.")
+    side: Literal["both", "bid", "ask"] = Field(default="bid",
+                                                 description="Side of the book that empties.")
+
+
+class LiquidityConfig(Strict):
+    depth: float = Field(
+        default=5.0e7, gt=0,
+        description="Baseline book depth per side: quote notional within `band` of the mark.")
+    band: float = Field(default=0.01, gt=0, lt=1,
+                        description="Reference band of the depth, fraction of the price.")
+    impact_law: Literal["linear", "square_root"] = Field(
+        default="square_root",
+        description="Impact of a step's forced orders Q against depth D: "
+                    "impact = k·(Q/D)^γ, γ = 1 (linear) or ½ (square_root).")
+    impact_k: float | None = Field(
+        default=None, ge=0,
+        description="k of the impact law, fraction of the price; null = `band` (eating the "
+                    "band's depth moves the price by the band).")
+    permanent: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Part of the impact that moves the mark (and can breach more accounts "
+                    "in the same step); the rest is temporary.")
+    permanent_half_life_minutes: float | None = Field(
+        default=None, gt=0,
+        description="Half-life with which the mark's displacement by forced orders decays "
+                    "back to the index, minutes; null = it never decays.")
+    recovery_half_life_minutes: float = Field(
+        default=30.0, gt=0,
+        description="Half-life of the book's recovery to its baseline depth after thinning, "
+                    "and of the refilling of depth consumed by forced orders, minutes.")
+    jump_threshold: float = Field(
+        default=0.02, gt=0,
+        description="An absolute one-step log return above this counts as a jump.")
+    jump_thinning: float = Field(default=0.5, gt=0, le=1,
+                                 description="Depth is multiplied by this after a jump.")
+    vol_elasticity: float = Field(
+        default=1.0, ge=0,
+        description="Depth ∝ (reference_vol / realised vol)^elasticity when realised vol is "
+                    "above the reference.")
+    reference_vol: float = Field(default=0.6, gt=0,
+                                 description="Volatility at which depth is at baseline, per √year.")
+    vol_half_life_minutes: float = Field(
+        default=30.0, gt=0, description="Half-life of the realised-volatility average, minutes.")
+    depth_floor: float = Field(
+        default=0.01, gt=0, le=1,
+        description="Depth never falls below this fraction of the baseline.")
+    max_cascade_rounds: int = Field(
+        default=50, ge=1,
+        description="Cap on liquidation rounds within one step (reported when hit).")
+    gaps: GapEvents = Field(default_factory=GapEvents, description="Random gap events.")
+    events: list[LiquidityEvent] = Field(
+        default_factory=list, description="Scripted depth collapses and gaps.")
+
+    @property
+    def gamma(self) -> float:
+        return 1.0 if self.impact_law == "linear" else 0.5
+
+    @property
+    def k(self) -> float:
+        return self.band if self.impact_k is None else self.impact_k
 
 
 # -------------------------------------------------------------- fund, policy
@@ -243,6 +351,10 @@ class Config(Strict):
     exchange: ExchangeConfig = Field(default_factory=ExchangeConfig)
     fund: FundConfig = Field(default_factory=FundConfig)
     policies: list[PolicyConfig] = Field(default_factory=default_policies, min_length=1)
+    liquidity: LiquidityConfig | None = Field(
+        default=None,
+        description="Order-book depth, gaps and price impact of forced orders; null = fills "
+                    "at mark·(1 ∓ slippage) with no impact.")
 
     # Where relative file paths are resolved and which file the config came from.
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -425,6 +537,10 @@ _DOC_SECTIONS = (
     ("population (kind: csv)", CSVPopulation, "population"),
     ("exchange", ExchangeConfig, None),
     ("exchange.tiers (inline rows)", TierRow, "exchange.tiers[]"),
+    ("exchange.funding", FundingConfig, "exchange.funding"),
+    ("liquidity (optional)", LiquidityConfig, "liquidity"),
+    ("liquidity.gaps", GapEvents, "liquidity.gaps"),
+    ("liquidity.events (list)", LiquidityEvent, "liquidity.events[]"),
     ("fund", FundConfig, None),
     ("policies (list)", PolicyConfig, "policies[]"),
 )

@@ -2,7 +2,7 @@
 
 from conftest import ROOT
 from stress.config import reference_markdown
-from stress.runner.variables import PATH_METRICS
+from stress.runner.variables import PATH_METRICS, variables_markdown
 
 
 def test_readme_config_reference_is_current():
@@ -13,6 +13,7 @@ def test_readme_config_reference_is_current():
 
 def test_readme_lists_every_output_variable():
     readme = (ROOT / "README.md").read_text()
+    assert variables_markdown() in readme
     for v in PATH_METRICS:
         assert f"| `{v.name}` | {v.units} | {v.long_name} |" in readme
 

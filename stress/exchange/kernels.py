@@ -22,11 +22,32 @@ from __future__ import annotations
 import numpy as np
 
 from stress._jit import njit
-from stress.runner.variables import (ADL_COST, ADL_NOTIONAL, FUND_DEPLETED, FUND_FINAL,
-                                     FUND_INFLOW, FUND_MIN, FUND_PAID, LIQUIDATED_NOTIONAL,
-                                     N_ADL, N_LIQUIDATIONS, N_METRICS, N_SHORTFALLS,
-                                     PLATFORM_LOSS, RESIDUAL, SHORTFALL, SOCIALISED_LOSS,
-                                     TIME_TO_DEPLETION)
+from stress.runner.variables import (ADL_COST, ADL_NOTIONAL, CASCADE_CAP_HITS,
+                                     CASCADE_MOVE, CASCADE_ROUNDS, FUND_DEPLETED, FUND_FINAL,
+                                     FUND_INFLOW, FUND_MIN, FUND_PAID, FUNDING_VOLUME,
+                                     LIQUIDATED_NOTIONAL, N_ADL, N_LIQUIDATIONS, N_METRICS,
+                                     N_SHORTFALLS, P, PARAMS, PLATFORM_LOSS, RESIDUAL,
+                                     SHORTFALL, SOCIALISED_LOSS, TIME_TO_DEPLETION)
+
+P_FUND_INITIAL = P["fund_initial"]
+P_FEE_RATE = P["fee_rate"]
+P_FEE_SHARE = P["fee_share"]
+P_SLIPPAGE = P["slippage"]
+P_STEP_MINUTES = P["step_minutes"]
+P_ADL_BASIS = P["adl_basis"]
+P_IMPACT_K = P["impact_k"]
+P_IMPACT_GAMMA = P["impact_gamma"]
+P_PERMANENT = P["permanent"]
+P_PERMANENT_DECAY = P["permanent_decay"]
+P_USED_DECAY = P["used_decay"]
+P_DEPTH_FLOOR = P["depth_floor"]
+P_MAX_ROUNDS = P["max_rounds"]
+P_FUNDING_EVERY = P["funding_every"]
+P_FUNDING_MODE = P["funding_mode"]
+P_FUNDING_RATE = P["funding_rate"]
+P_FUNDING_INTEREST = P["funding_interest"]
+P_FUNDING_CLAMP = P["funding_clamp"]
+P_FUNDING_CAP = P["funding_cap"]
 
 LAYER_FUND = 0
 LAYER_ADL = 1
@@ -174,8 +195,12 @@ def _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue, score):
                 base = collateral[i] if adl_basis == 0 else abs(q) * entry[i]
                 queue[m] = i
                 # Negated so that an ascending stable sort puts the highest score
-                # first and keeps account order among ties.
-                score[m] = -(upnl / base) * (abs(q) * mark / eq)
+                # first and keeps account order among ties. A winner without margin
+                # (spent by an earlier ADL, or by funding) has infinite leverage.
+                if base <= 0.0 or eq <= 0.0:
+                    score[m] = -np.inf
+                else:
+                    score[m] = -(upnl / base) * (abs(q) * mark / eq)
                 m += 1
     perm = np.argsort(score[:m], kind="mergesort")
     ranked = queue[:m].copy()
@@ -325,15 +350,139 @@ def _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt, tou
     return total if everything else pot
 
 
-def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_long,
-                         n_short, floor, cap, mmr, amt, layers, fund_initial, fee_rate,
-                         fee_share, slippage, step_minutes, adl_basis, out):
+@njit(cache=True)
+def _detect(mark, qty, entry, collateral, thr, lorder, sorder, lkey, skey, lhead, shead, nl,
+            ns, is_loose, loose, n_loose, cap, mmr, amt, liq):
+    """Breached accounts at ``mark`` into ``liq``, in account order; returns their count.
+
+    Walk each sorted side from its head while the sort-time threshold is crossed,
+    then check the loose accounts; the exact ``equity ≤ MM`` test confirms each.
+    """
+    m = 0
+    i = lhead
+    while i < nl:
+        if lkey[i] < mark:
+            break
+        a = lorder[i]
+        if not is_loose[a] and qty[a] > 0.0 and is_breached(qty[a], entry[a], collateral[a],
+                                                            mark, cap, mmr, amt):
+            liq[m] = a
+            m += 1
+        i += 1
+    i = shead
+    while i < ns:
+        if skey[i] > mark:
+            break
+        a = sorder[i]
+        if not is_loose[a] and qty[a] < 0.0 and is_breached(qty[a], entry[a], collateral[a],
+                                                            mark, cap, mmr, amt):
+            liq[m] = a
+            m += 1
+        i += 1
+    for j in range(n_loose):
+        a = loose[j]
+        q = qty[a]
+        if (q > 0.0 and mark <= thr[a]) or (q < 0.0 and mark >= thr[a]):
+            if is_breached(q, entry[a], collateral[a], mark, cap, mmr, amt):
+                liq[m] = a
+                m += 1
+    if m > 1:
+        liq[:m] = np.sort(liq[:m])
+    return m
+
+
+@njit(cache=True)
+def _loosen(qty, touched, is_loose, loose, n_loose):
+    """Accounts whose thresholds moved become loose; closed ones leave the list."""
+    for j in range(1, touched[0] + 1):
+        a = touched[j]
+        if qty[a] != 0.0 and not is_loose[a]:
+            is_loose[a] = True
+            loose[n_loose] = a
+            n_loose += 1
+    touched[0] = 0
+    k = 0
+    for j in range(n_loose):
+        a = loose[j]
+        if qty[a] != 0.0:
+            loose[k] = a
+            k += 1
+        else:
+            is_loose[a] = False
+    return k
+
+
+@njit(cache=True)
+def impact_fraction(notional, depth, k, gamma):
+    """Price impact of forced orders of ``notional`` against ``depth``: k·(Q/D)^γ."""
+    if notional <= 0.0 or k == 0.0:
+        return 0.0
+    return k * (notional / depth) ** gamma
+
+
+@njit(cache=True)
+def funding_rate(mode, rate, premium, interest, clamp, cap):
+    """Rate of one funding interval: constant, or premium + clamp(interest − premium)."""
+    if mode == 1:
+        f = rate
+    else:
+        d = interest - premium
+        if d > clamp:
+            d = clamp
+        elif d < -clamp:
+            d = -clamp
+        f = premium + d
+    if f > cap:
+        f = cap
+    elif f < -cap:
+        f = -cap
+    return f
+
+
+@njit(cache=True)
+def _pay_funding(f, mark, qty, entry, collateral, thr, floor, cap, mmr, amt, touched):
+    """Longs pay shorts ``f`` × their notional (the reverse when ``f`` < 0); receivers
+    share the payers' total pro rata to notional, so funding is zero-sum. Returns
+    the amount transferred."""
+    nl = 0.0
+    ns = 0.0
+    for i in range(qty.shape[0]):
+        if qty[i] > 0.0:
+            nl += qty[i] * mark
+        elif qty[i] < 0.0:
+            ns -= qty[i] * mark
+    if f == 0.0 or nl == 0.0 or ns == 0.0:
+        return 0.0
+    payers = nl if f > 0.0 else ns
+    receivers = ns if f > 0.0 else nl
+    total = abs(f) * payers
+    for i in range(qty.shape[0]):
+        q = qty[i]
+        if q == 0.0:
+            continue
+        n = abs(q) * mark
+        if (q > 0.0) == (f > 0.0):
+            collateral[i] -= abs(f) * n
+        else:
+            collateral[i] += total * (n / receivers)
+        thr[i] = liquidation_threshold(q, entry[i], collateral[i], floor, cap, mmr, amt)
+        _touch(i, qty, touched)
+    return total
+
+
+def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, qty, entry,
+                         collateral, thr, lorder, sorder, n_long, n_short, floor, cap, mmr,
+                         amt, layers, params, out):
     """Step one book through one price path under one loss policy.
 
     Parameters
     ----------
-    prices : float64[steps + 1]
-        Mark price at the start (index 0) and the end of every step.
+    index : float64[steps + 1]
+        Index price at the start (0) and the end of every step.
+    mark0, depth_bid, depth_ask, gap_bid, gap_ask : float64[steps + 1]
+        Mark before forced-order impact, book depth per side (quote within the
+        reference band; +inf = no impact) and empty bands beyond the mark
+        (:func:`stress.market.liquidity.path_liquidity`).
     qty, entry, collateral : float64[n]
         The book (signed base quantity, entry price, isolated collateral in
         quote). ``qty`` and ``collateral`` are updated in place.
@@ -344,17 +493,41 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
         Tier table; ``cap[-1]`` must be +inf.
     layers : int64[k]
         Loss waterfall (codes ``LAYER_*``).
-    fund_initial, fee_rate, fee_share, slippage, step_minutes : float
-    adl_basis : int
-        0: ADL PnL% on collateral, 1: on entry value.
+    params : float64[N_PARAMS]
+        Scalars in the order of :data:`stress.runner.variables.PARAMS`.
     out : float64[N_METRICS]
         Per-path metrics, filled in (see :mod:`stress.runner.variables`).
 
+    Each step: the mark's displacement by earlier forced orders decays, funding
+    is paid at its interval, then liquidation rounds run at the mark: the
+    round's breached positions are closed at ``mark·(1 ∓ (slippage + gap +
+    impact))`` with impact ``k·(Q/D)^γ`` of the round's forced notional per side
+    against the depth left; the permanent part of the impact moves the mark,
+    and a new round starts while that breaches more accounts (up to the round
+    cap). Shortfalls go down the waterfall round by round; a socialised layer
+    settles at the end of the step.
+
     Cost: O(steps + liquidations). Accounts whose threshold moves (partial ADL,
-    socialised haircut) are checked on their own each step; when more than
-    max(64, n/64) are, the book is re-sorted.
+    socialised haircut, funding) are checked on their own each step; when more
+    than max(64, n/64) are, the book is re-sorted.
     """
     n = qty.shape[0]
+    fund_initial = params[P_FUND_INITIAL]
+    fee_rate = params[P_FEE_RATE]
+    fee_share = params[P_FEE_SHARE]
+    slippage = params[P_SLIPPAGE]
+    step_minutes = params[P_STEP_MINUTES]
+    adl_basis = int(params[P_ADL_BASIS])
+    impact_k = params[P_IMPACT_K]
+    impact_gamma = params[P_IMPACT_GAMMA]
+    permanent = params[P_PERMANENT]
+    permanent_decay = params[P_PERMANENT_DECAY]
+    used_decay = params[P_USED_DECAY]
+    depth_floor = params[P_DEPTH_FLOOR]
+    max_rounds = int(params[P_MAX_ROUNDS])
+    funding_every = int(params[P_FUNDING_EVERY])
+    funding_mode = int(params[P_FUNDING_MODE])
+
     for k in range(out.shape[0]):
         out[k] = 0.0
     out[TIME_TO_DEPLETION] = np.nan
@@ -377,7 +550,7 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
     loose = np.empty(n, dtype=np.int64)
     n_loose = 0
     max_loose = 64 if n // 64 < 64 else n // 64
-    touched = np.empty(3 * n + 1, dtype=np.int64)
+    touched = np.zeros(4 * n + 1, dtype=np.int64)
 
     liq = np.empty(n, dtype=np.int64)
     liq_short = np.empty(n)
@@ -393,81 +566,125 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
     pend_bp = np.empty(n)
     pend_x = np.empty(n)
 
-    for t in range(1, prices.shape[0]):
-        mark = prices[t]
-        # Walk each sorted side from its head while the threshold is crossed; the
-        # exact test confirms each candidate.
-        m = 0
-        i = lhead
-        while i < nl:
-            if lkey[i] < mark:
-                break
-            a = lorder[i]
-            if not is_loose[a] and qty[a] > 0.0 and is_breached(qty[a], entry[a],
-                                                                collateral[a], mark, cap,
-                                                                mmr, amt):
-                liq[m] = a
-                m += 1
-            i += 1
-        i = shead
-        while i < ns:
-            if skey[i] > mark:
-                break
-            a = sorder[i]
-            if not is_loose[a] and qty[a] < 0.0 and is_breached(qty[a], entry[a],
-                                                                collateral[a], mark, cap,
-                                                                mmr, amt):
-                liq[m] = a
-                m += 1
-            i += 1
-        for j in range(n_loose):
-            a = loose[j]
-            q = qty[a]
-            if (q > 0.0 and mark <= thr[a]) or (q < 0.0 and mark >= thr[a]):
-                if is_breached(q, entry[a], collateral[a], mark, cap, mmr, amt):
-                    liq[m] = a
-                    m += 1
-        if m == 0:
-            continue
-        liq[:m] = np.sort(liq[:m])  # the step's liquidations in account order
-        # Close every breached position at the execution price; surpluses and fees
-        # reach the fund before any shortfall of the step is paid.
-        for j in range(m):
-            i = liq[j]
-            q = qty[i]
-            s = 1.0 if q > 0.0 else -1.0
-            x = mark * (1.0 - s * slippage)
-            eq_x = collateral[i] + q * (x - entry[i])
-            fee = fee_rate * abs(q) * x
-            fee_paid = 0.0
-            if eq_x > 0.0:
-                fee_paid = fee if eq_x >= fee else eq_x
-            surplus = eq_x - fee if eq_x > fee else 0.0
-            inflow = fee_paid * fee_share + surplus
-            fund += inflow
-            out[FUND_INFLOW] += inflow
-            liq_short[j] = -eq_x if eq_x < 0.0 else 0.0
-            liq_bp[j] = entry[i] - collateral[i] / q
-            liq_x[j] = x
-            liq_side[j] = s
-            out[N_LIQUIDATIONS] += 1.0
-            out[LIQUIDATED_NOTIONAL] += abs(q) * mark
-            qty[i] = 0.0
-            collateral[i] = 0.0
-        qstate[0] = -1  # the step's ADL queues are ranked on first use
-        qstate[2] = -1
-        touched[0] = 0
+    disp = 1.0  # displacement of the mark by the permanent impact of forced orders
+    used_bid = 0.0  # depth consumed by forced orders, refilling with the recovery half-life
+    used_ask = 0.0
+    premium_sum = 0.0
+    premium_n = 0
+
+    for t in range(1, index.shape[0]):
+        if disp != 1.0:
+            disp = 1.0 + (disp - 1.0) * permanent_decay
+        used_bid *= used_decay
+        used_ask *= used_decay
+        mark = mark0[t] * disp
+        if funding_every > 0 and t % funding_every == 0:
+            premium = premium_sum / premium_n if premium_n > 0 else 0.0
+            f = funding_rate(funding_mode, params[P_FUNDING_RATE], premium,
+                             params[P_FUNDING_INTEREST], params[P_FUNDING_CLAMP],
+                             params[P_FUNDING_CAP])
+            out[FUNDING_VOLUME] += _pay_funding(f, mark, qty, entry, collateral, thr, floor,
+                                                cap, mmr, amt, touched)
+            n_loose = _loosen(qty, touched, is_loose, loose, n_loose)
+            premium_sum = 0.0
+            premium_n = 0
+            if n_loose > max_loose:
+                nl, ns = sort_book(qty, thr, lorder, sorder, lkey, skey)
+                for j in range(n_loose):
+                    is_loose[loose[j]] = False
+                n_loose = 0
+                lhead = 0
+                shead = 0
+        step_mark = mark
+        rounds = 0
         n_pend = 0
-        for j in range(m):
-            sf = liq_short[j]
-            if sf > 0.0:
-                out[SHORTFALL] += sf
-                out[N_SHORTFALLS] += 1.0
-                fund, n_pend = _waterfall(0, sf, t, step_minutes, layers, liq_side[j],
-                                          liq_bp[j], liq_x[j], mark, fund, qty, entry,
-                                          collateral, thr, floor, cap, mmr, amt, adl_basis,
-                                          queues, score, qstate, touched, out, pend_rem,
-                                          pend_next, pend_side, pend_bp, pend_x, n_pend)
+        while True:
+            m = _detect(mark, qty, entry, collateral, thr, lorder, sorder, lkey, skey, lhead,
+                        shead, nl, ns, is_loose, loose, n_loose, cap, mmr, amt, liq)
+            if m == 0:
+                break
+            if rounds == max_rounds:
+                out[CASCADE_CAP_HITS] += 1.0  # the rest waits for the next step
+                break
+            rounds += 1
+            # The round's forced orders per side, and their fills.
+            sell = 0.0
+            buy = 0.0
+            for j in range(m):
+                q = qty[liq[j]]
+                if q > 0.0:
+                    sell += q * mark
+                else:
+                    buy -= q * mark
+            d_bid = depth_bid[t] - used_bid
+            if d_bid < depth_floor:
+                d_bid = depth_floor
+            d_ask = depth_ask[t] - used_ask
+            if d_ask < depth_floor:
+                d_ask = depth_floor
+            imp_sell = impact_fraction(sell, d_bid, impact_k, impact_gamma)
+            imp_buy = impact_fraction(buy, d_ask, impact_k, impact_gamma)
+            away_sell = slippage + gap_bid[t] + imp_sell
+            if away_sell > 0.99:
+                away_sell = 0.99
+            x_sell = mark * (1.0 - away_sell)
+            x_buy = mark * (1.0 + (slippage + gap_ask[t] + imp_buy))
+            used_bid += sell
+            used_ask += buy
+            # Close every breached position; surpluses and fees reach the fund
+            # before any shortfall of the round is paid.
+            for j in range(m):
+                i = liq[j]
+                q = qty[i]
+                s = 1.0 if q > 0.0 else -1.0
+                x = x_sell if q > 0.0 else x_buy
+                eq_x = collateral[i] + q * (x - entry[i])
+                fee = fee_rate * abs(q) * x
+                fee_paid = 0.0
+                if eq_x > 0.0:
+                    fee_paid = fee if eq_x >= fee else eq_x
+                surplus = eq_x - fee if eq_x > fee else 0.0
+                inflow = fee_paid * fee_share + surplus
+                fund += inflow
+                out[FUND_INFLOW] += inflow
+                liq_short[j] = -eq_x if eq_x < 0.0 else 0.0
+                liq_bp[j] = entry[i] - collateral[i] / q
+                liq_x[j] = x
+                liq_side[j] = s
+                out[N_LIQUIDATIONS] += 1.0
+                out[LIQUIDATED_NOTIONAL] += abs(q) * mark
+                qty[i] = 0.0
+                collateral[i] = 0.0
+            qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
+            qstate[2] = -1
+            for j in range(m):
+                sf = liq_short[j]
+                if sf > 0.0:
+                    out[SHORTFALL] += sf
+                    out[N_SHORTFALLS] += 1.0
+                    fund, n_pend = _waterfall(0, sf, t, step_minutes, layers, liq_side[j],
+                                              liq_bp[j], liq_x[j], mark, fund, qty, entry,
+                                              collateral, thr, floor, cap, mmr, amt,
+                                              adl_basis, queues, score, qstate, touched, out,
+                                              pend_rem, pend_next, pend_side, pend_bp,
+                                              pend_x, n_pend)
+            n_loose = _loosen(qty, touched, is_loose, loose, n_loose)
+            while lhead < nl and qty[lorder[lhead]] == 0.0:
+                lhead += 1
+            while shead < ns and qty[sorder[shead]] == 0.0:
+                shead += 1
+            move = 1.0 - permanent * imp_sell + permanent * imp_buy
+            if move == 1.0:
+                break  # the mark did not move: nothing new can breach this step
+            mark *= move
+            disp *= move
+        if rounds > out[CASCADE_ROUNDS]:
+            out[CASCADE_ROUNDS] = rounds
+        moved = abs(mark / step_mark - 1.0)
+        if moved > out[CASCADE_MOVE]:
+            out[CASCADE_MOVE] = moved
+        premium_sum += mark / index[t] - 1.0
+        premium_n += 1
         if n_pend > 0:
             pot = 0.0
             for p in range(n_pend):
@@ -488,24 +705,9 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
                                          thr, floor, cap, mmr, amt, adl_basis, queues,
                                          score, qstate, touched, out, pend_rem, pend_next,
                                          pend_side, pend_bp, pend_x, n_pend)
+            n_loose = _loosen(qty, touched, is_loose, loose, n_loose)
         if fund < out[FUND_MIN]:
             out[FUND_MIN] = fund
-        # Accounts whose thresholds moved become loose; closed ones leave the list.
-        for j in range(1, touched[0] + 1):
-            a = touched[j]
-            if qty[a] != 0.0 and not is_loose[a]:
-                is_loose[a] = True
-                loose[n_loose] = a
-                n_loose += 1
-        k = 0
-        for j in range(n_loose):
-            a = loose[j]
-            if qty[a] != 0.0:
-                loose[k] = a
-                k += 1
-            else:
-                is_loose[a] = False
-        n_loose = k
         if n_loose > max_loose:
             nl, ns = sort_book(qty, thr, lorder, sorder, lkey, skey)
             for j in range(n_loose):
@@ -525,22 +727,45 @@ def simulate_path_python(prices, qty, entry, collateral, thr, lorder, sorder, n_
 simulate_path = njit(cache=True)(simulate_path_python)
 
 
+def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
+                step_minutes=1.0, adl_basis=0, impact_k=0.0, impact_gamma=1.0, permanent=0.0,
+                permanent_decay=1.0, used_decay=1.0, depth_floor=0.0, max_rounds=50,
+                funding_every=0, funding_mode=0, funding_rate=0.0, funding_interest=0.0,
+                funding_clamp=0.0, funding_cap=1.0):
+    """The kernel's ``params`` array from keyword values (defaults: no liquidity model,
+    no funding)."""
+    values = dict(locals())
+    return np.array([float(values[name]) for name in PARAMS])
+
+
 def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=1.0,
-             slippage=0.0, step_minutes=1.0, adl_basis=0, prepared=None):
+             slippage=0.0, step_minutes=1.0, adl_basis=0, prepared=None, liquidity=None,
+             **params):
     """Run one path on a copy of ``book``; returns the metrics array.
 
     ``prepared`` is :func:`prepare_book`'s result for this book (computed if
-    not given); it is copied, so it can be shared between calls.
+    not given); it is copied, so it can be shared between calls. ``liquidity``
+    is a :class:`stress.market.liquidity.PathLiquidity` (default: mark = index,
+    infinite depth, no gaps); further keywords go to :func:`make_params`.
     """
     floor, cap = tiers.floor, tiers.kernel_cap
     mmr, amt = tiers.mmr, tiers.maint_amount
     if prepared is None:
         prepared = prepare_book(book.qty, book.entry, book.collateral, floor, cap, mmr, amt)
     thr, lorder, sorder, nl, ns = prepared
+    index = np.ascontiguousarray(prices, dtype=np.float64)
+    if liquidity is None:
+        inf = np.full(index.shape[0], np.inf)
+        zero = np.zeros(index.shape[0])
+        mark0, d_bid, d_ask, g_bid, g_ask = index, inf, inf, zero, zero
+    else:
+        mark0, d_bid, d_ask = liquidity.mark, liquidity.depth_bid, liquidity.depth_ask
+        g_bid, g_ask = liquidity.gap_bid, liquidity.gap_ask
+    p = make_params(fund_initial=fund_initial, fee_rate=fee_rate, fee_share=fee_share,
+                    slippage=slippage, step_minutes=step_minutes, adl_basis=adl_basis,
+                    **params)
     out = np.empty(N_METRICS)
-    simulate_path(np.ascontiguousarray(prices, dtype=np.float64), book.qty.copy(),
-                  book.entry, book.collateral.copy(), thr.copy(), lorder.copy(),
-                  sorder.copy(), nl, ns, floor, cap, mmr, amt,
-                  np.asarray(layers, dtype=np.int64), float(fund_initial), float(fee_rate),
-                  float(fee_share), float(slippage), float(step_minutes), int(adl_basis), out)
+    simulate_path(index, mark0, d_bid, d_ask, g_bid, g_ask, book.qty.copy(), book.entry,
+                  book.collateral.copy(), thr.copy(), lorder.copy(), sorder.copy(), nl, ns,
+                  floor, cap, mmr, amt, np.asarray(layers, dtype=np.int64), p, out)
     return out

@@ -98,11 +98,15 @@ def adl_score(qty: float, entry_price: float, collateral: float, mark_price: flo
     ``pnl_basis="collateral"`` takes PnL% on the position's margin (the issue's
     ``(uPnL / collateral)·(notional / equity)``); ``"entry_value"`` takes it on the
     entry notional (BitMEX/Bybit/Binance documentation). Effective leverage is
-    mark notional over equity.
+    mark notional over equity. Without margin (collateral or equity ≤ 0) the
+    score is ±inf: such a winner is first in the queue.
     """
     upnl = unrealized_pnl(qty, entry_price, mark_price)
     eq = collateral + upnl
     base = collateral if pnl_basis == "collateral" else abs(qty) * entry_price
+    if base <= 0 or eq <= 0:
+        # No margin left (spent by an earlier ADL or by funding): infinite leverage.
+        return math.inf if upnl > 0 else -math.inf
     pnl_pct = upnl / base
     eff_lev = abs(qty) * mark_price / eq
     return pnl_pct * eff_lev if pnl_pct > 0 else pnl_pct / eff_lev

@@ -40,13 +40,28 @@ from stress.runner.variables import INDEX, N_METRICS
 
 
 class ReferenceEngine:
-    """One path, one book, one policy; ``run()`` returns the metrics array."""
+    """One path, one book, one policy; ``run()`` returns the metrics array.
+
+    ``liquidity`` is a :class:`stress.market.liquidity.PathLiquidity` (None: the
+    mark is the index, depth is infinite, no gaps); ``params`` are the keywords
+    of :func:`stress.exchange.kernels.make_params` beyond the ones named here.
+    """
 
     def __init__(self, prices, qty, entry, collateral, tiers: TierTable, layers: list[str],
                  fund_initial: float, fee_rate: float = 0.0, fee_share: float = 1.0,
                  slippage: float = 0.0, step_minutes: float = 1.0,
-                 adl_pnl_basis: str = "collateral"):
+                 adl_pnl_basis: str = "collateral", liquidity=None, **params):
         self.prices = [float(p) for p in prices]
+        n = len(self.prices)
+        if liquidity is None:
+            self.mark0, self.gap_bid, self.gap_ask = list(self.prices), [0.0] * n, [0.0] * n
+            self.depth_bid = self.depth_ask = [math.inf] * n
+        else:
+            self.mark0 = [float(v) for v in liquidity.mark]
+            self.depth_bid = [float(v) for v in liquidity.depth_bid]
+            self.depth_ask = [float(v) for v in liquidity.depth_ask]
+            self.gap_bid = [float(v) for v in liquidity.gap_bid]
+            self.gap_ask = [float(v) for v in liquidity.gap_ask]
         self.qty = [float(q) for q in qty]
         self.entry = [float(e) for e in entry]
         self.collateral = [float(c) for c in collateral]
@@ -58,6 +73,15 @@ class ReferenceEngine:
         self.slippage = slippage
         self.step_minutes = step_minutes
         self.adl_pnl_basis = adl_pnl_basis
+        p = {"impact_k": 0.0, "impact_gamma": 1.0, "permanent": 0.0, "permanent_decay": 1.0,
+             "used_decay": 1.0, "depth_floor": 0.0, "max_rounds": 50, "funding_every": 0,
+             "funding_mode": 0, "funding_rate": 0.0, "funding_interest": 0.0,
+             "funding_clamp": 0.0, "funding_cap": 1.0}
+        unknown = set(params) - set(p)
+        if unknown:
+            raise TypeError(f"unknown parameters {sorted(unknown)}")
+        p.update(params)
+        self.p = p
         self.m = {name: 0.0 for name in INDEX}
         self.m["time_to_depletion"] = math.nan
         self.m["fund_min"] = self.fund
@@ -70,45 +94,118 @@ class ReferenceEngine:
 
     # ------------------------------------------------------------------- step
     def run(self) -> np.ndarray:
+        p = self.p
+        disp = 1.0  # the mark's displacement by the permanent impact of forced orders
+        used = {1.0: 0.0, -1.0: 0.0}  # depth consumed, by the side of the closed positions
+        premiums = []
         for t in range(1, len(self.prices)):
-            mark = self.prices[t]
-            self.step(t, mark, self.breached(mark))
+            if disp != 1.0:
+                disp = 1.0 + (disp - 1.0) * p["permanent_decay"]
+            used = {k: v * p["used_decay"] for k, v in used.items()}
+            mark = self.mark0[t] * disp
+            if p["funding_every"] and t % int(p["funding_every"]) == 0:
+                premium = sum(premiums) / len(premiums) if premiums else 0.0
+                self.pay_funding(self.funding_rate(premium), mark)
+                premiums = []
+            start = mark
+            rounds = 0
+            self.pending = []
+            while True:
+                hit = self.breached(mark)
+                if not hit:
+                    break
+                if rounds == p["max_rounds"]:
+                    self.m["cascade_cap_hits"] += 1
+                    break
+                rounds += 1
+                impact = {}
+                fills = {}
+                for s, depth, gap in ((1.0, self.depth_bid[t], self.gap_bid[t]),
+                                      (-1.0, self.depth_ask[t], self.gap_ask[t])):
+                    flow = sum(abs(self.qty[i]) * mark for i in hit
+                               if margin.side(self.qty[i]) == s)
+                    left = max(depth - used[s], p["depth_floor"])
+                    impact[s] = (p["impact_k"] * (flow / left) ** p["impact_gamma"]
+                                 if flow > 0 and p["impact_k"] != 0 else 0.0)
+                    away = self.slippage + gap + impact[s]
+                    fills[s] = mark * (1.0 - min(away, 0.99)) if s > 0 else mark * (1.0 + away)
+                    used[s] += flow
+                self.step(t, mark, hit, fills)
+                move = 1.0 - p["permanent"] * impact[1.0] + p["permanent"] * impact[-1.0]
+                if move == 1.0:
+                    break
+                mark *= move
+                disp *= move
+            self.m["cascade_rounds"] = max(self.m["cascade_rounds"], rounds)
+            self.m["cascade_move"] = max(self.m["cascade_move"], abs(mark / start - 1.0))
+            premiums.append(mark / self.prices[t] - 1.0)
+            self.settle_socialised(t, mark)
+            self.m["fund_min"] = min(self.m["fund_min"], self.fund)
         self.m["fund_final"] = self.fund
         out = np.empty(N_METRICS)
         for name, k in INDEX.items():
             out[k] = self.m[name]
         return out
 
-    def step(self, t: int, mark: float, liquidated: list[int]) -> None:
-        if not liquidated:
+    def funding_rate(self, premium: float) -> float:
+        p = self.p
+        if p["funding_mode"] == 1:
+            f = p["funding_rate"]
+        else:
+            c = p["funding_clamp"]
+            f = premium + min(max(p["funding_interest"] - premium, -c), c)
+        return min(max(f, -p["funding_cap"]), p["funding_cap"])
+
+    def pay_funding(self, f: float, mark: float) -> None:
+        """Payers (longs if f > 0) pay f × notional; receivers share it pro rata."""
+        notional = {s: sum(abs(q) * mark for q in self.qty if margin.side(q) == s)
+                    for s in (1.0, -1.0)}
+        if f == 0 or notional[1.0] == 0 or notional[-1.0] == 0:
             return
+        payer = 1.0 if f > 0 else -1.0
+        total = abs(f) * notional[payer]
+        for i, q in enumerate(self.qty):
+            if q == 0:
+                continue
+            n = abs(q) * mark
+            if margin.side(q) == payer:
+                self.collateral[i] -= abs(f) * n
+            else:
+                self.collateral[i] += total * (n / notional[-payer])
+        self.m["funding_volume"] += total
+
+    def step(self, t: int, mark: float, liquidated: list[int], fills: dict) -> None:
+        """One liquidation round at ``mark``: close, credit, then pay shortfalls."""
         shortfalls = []
         for i in liquidated:
-            shortfalls.append(self.close(i, mark))
-        self.queues = {1.0: None, -1.0: None}  # ranked on first use in the step
-        pending = []
+            shortfalls.append(self.close(i, mark, fills[margin.side(self.qty[i])]))
+        self.queues = {1.0: None, -1.0: None}  # ranked at this mark on first use
         for sf in shortfalls:
             if sf is not None:
                 self.m["shortfall"] += sf["amount"]
                 self.m["n_shortfalls"] += 1
-                self.waterfall(t, mark, sf, sf["amount"], 0, pending)
-        if pending:
-            pot = sum(p[0] for p in pending)
-            charged = self.socialise(pot, mark)
-            self.m["socialised_loss"] += charged
-            if charged > 0:
-                self.queues = {1.0: None, -1.0: None}
-            left = (pot - charged) / pot
-            if left > 0:
-                for amount, sf, nxt in pending:
-                    self.waterfall(t, mark, sf, amount * left, nxt, [])
-        self.m["fund_min"] = min(self.m["fund_min"], self.fund)
+                self.waterfall(t, mark, sf, sf["amount"], 0, self.pending)
 
-    def close(self, i: int, mark: float) -> dict | None:
-        """Liquidate account ``i``; credit surplus and fee; return its shortfall, if any."""
+    def settle_socialised(self, t: int, mark: float) -> None:
+        """End of step: charge the socialised pot; the rest goes on down the waterfall."""
+        if not self.pending:
+            return
+        pot = sum(p[0] for p in self.pending)
+        charged = self.socialise(pot, mark)
+        self.m["socialised_loss"] += charged
+        if charged > 0:
+            self.queues = {1.0: None, -1.0: None}
+        left = (pot - charged) / pot
+        if left > 0:
+            for amount, sf, nxt in self.pending:
+                self.waterfall(t, mark, sf, amount * left, nxt, [])
+        self.pending = []
+
+    def close(self, i: int, mark: float, x: float) -> dict | None:
+        """Liquidate account ``i`` at fill ``x``; credit surplus and fee; return its
+        shortfall, if any."""
         q, e, c = self.qty[i], self.entry[i], self.collateral[i]
         s = margin.side(q)
-        x = mark * (1.0 - s * self.slippage)
         eq_x = margin.equity(q, e, c, x)
         fee = self.fee_rate * abs(q) * x
         fee_paid = min(fee, eq_x) if eq_x > 0 else 0.0
@@ -233,10 +330,21 @@ class VectorisedEngine(ReferenceEngine):
         hit = np.flatnonzero((q != 0) & (c + q * (mark - e) <= mm))
         return hit.tolist()
 
-    def step(self, t, mark, liquidated):
-        if not liquidated:
-            return
-        super().step(t, mark, liquidated)
+    def step(self, t, mark, liquidated, fills):
+        super().step(t, mark, liquidated, fills)
+        self._sync()
+
+    def settle_socialised(self, t, mark):
+        had = bool(self.pending)
+        super().settle_socialised(t, mark)
+        if had:
+            self._sync()
+
+    def pay_funding(self, f, mark):
+        super().pay_funding(f, mark)
+        self._sync()
+
+    def _sync(self):
         # Keep the arrays in step with the lists the shared rules update.
         self.q_arr = np.asarray(self.qty)
         self.c_arr = np.asarray(self.collateral)

@@ -12,14 +12,36 @@ import xarray as xr
 
 from stress import __version__
 from stress.errors import ConservationError, StressError
-from stress.exchange.kernels import prepare_book, simulate_path
+from stress.exchange.kernels import make_params, prepare_book, simulate_path
+from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
 from stress.runner.seeding import path_rng
-from stress.runner.variables import INDEX, N_METRICS, PATH_METRICS
+from stress.runner.variables import FUNDING_MODES, INDEX, N_METRICS, PATH_METRICS
 
 # Relative tolerance of the loss identity.
 IDENTITY_RTOL = 1e-9
+
+
+def kernel_params(cfg, adl_basis: int) -> np.ndarray:
+    """The kernel's ``params`` array for one policy of a config."""
+    ex, liq, step = cfg.exchange, cfg.liquidity, cfg.run.step_minutes
+    kw = dict(fund_initial=cfg.fund.initial, fee_rate=ex.liquidation_fee_rate,
+              fee_share=cfg.fund.fee_share, slippage=ex.slippage, step_minutes=step,
+              adl_basis=adl_basis)
+    if liq is not None:
+        kw.update(impact_k=liq.k, impact_gamma=liq.gamma, permanent=liq.permanent,
+                  permanent_decay=(0.5 ** (step / liq.permanent_half_life_minutes)
+                                   if liq.permanent_half_life_minutes else 1.0),
+                  used_decay=0.5 ** (step / liq.recovery_half_life_minutes),
+                  depth_floor=liq.depth * liq.depth_floor, max_rounds=liq.max_cascade_rounds)
+    f = ex.funding
+    if f.mode != "none":
+        every = f.interval_minutes / step
+        kw.update(funding_every=max(1, round(every)), funding_mode=FUNDING_MODES[f.mode],
+                  funding_rate=f.rate, funding_interest=f.interest, funding_clamp=f.clamp,
+                  funding_cap=f.cap)
+    return make_params(**kw)
 
 
 def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
@@ -29,27 +51,28 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
     out = np.empty((n_pol, stop - start, N_METRICS))
     floor, cap = prep.tiers.floor, prep.tiers.kernel_cap
     mmr, amt = prep.tiers.mmr, prep.tiers.maint_amount
-    ex = cfg.exchange
+    params = [kernel_params(cfg, b) for b in prep.adl_basis]
     fixed = None
     if prep.book is not None:
         fixed = prepare_book(prep.book.qty, prep.book.entry, prep.book.collateral,
                              floor, cap, mmr, amt)
     for j, path in enumerate(range(start, stop)):
-        prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years,
-                            path_rng(cfg.run.seed, path), prep.replay)
+        rng = path_rng(cfg.run.seed, path)
+        prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
         if not np.all(np.isfinite(prices)):
             raise StressError(f"{cfg.source or 'config'}: market: the price path {path} is not "
                               f"finite (overflow); lower market.sigma, market.mu or the jumps")
+        # Drawn after the prices, so liquidity never changes a path's prices.
+        liq = path_liquidity(prices, cfg.liquidity, cfg.exchange.mark_smoothing_minutes,
+                             cfg.run.step_minutes, rng)
         book = prep.book_for_path(path)
         thr, lorder, sorder, nl, ns = fixed if fixed is not None else prepare_book(
             book.qty, book.entry, book.collateral, floor, cap, mmr, amt)
         for p in range(n_pol):
-            simulate_path(prices, book.qty.copy(), book.entry, book.collateral.copy(),
+            simulate_path(prices, liq.mark, liq.depth_bid, liq.depth_ask, liq.gap_bid,
+                          liq.gap_ask, book.qty.copy(), book.entry, book.collateral.copy(),
                           thr.copy(), lorder.copy(), sorder.copy(), nl, ns,
-                          floor, cap, mmr, amt, prep.layers[p], float(cfg.fund.initial),
-                          float(ex.liquidation_fee_rate), float(cfg.fund.fee_share),
-                          float(ex.slippage), float(cfg.run.step_minutes), prep.adl_basis[p],
-                          out[p, j])
+                          floor, cap, mmr, amt, prep.layers[p], params[p], out[p, j])
     check_identity(out, prep.policy_names, start)
     return out
 

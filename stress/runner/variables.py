@@ -39,6 +39,14 @@ PATH_METRICS: tuple[Variable, ...] = (
     Variable("n_adl", "1", "number of counterparty positions auto-deleveraged", integer=True),
     Variable("adl_notional", "quote", "notional closed by auto-deleveraging, at the bankruptcy "
                                       "price"),
+    Variable("cascade_rounds", "1", "most liquidation rounds within one step (a round's forced "
+                                    "orders move the mark and breach more accounts)",
+             integer=True),
+    Variable("cascade_cap_hits", "1", "steps whose cascade stopped at the round cap",
+             integer=True),
+    Variable("cascade_move", "1", "largest move of the mark within one step caused by forced "
+                                  "orders (fraction of the step's starting mark)"),
+    Variable("funding_volume", "quote", "total funding transferred from payers to receivers"),
 )
 
 INDEX = {v.name: k for k, v in enumerate(PATH_METRICS)}
@@ -61,7 +69,27 @@ FUND_DEPLETED = INDEX["fund_depleted"]
 TIME_TO_DEPLETION = INDEX["time_to_depletion"]
 N_ADL = INDEX["n_adl"]
 ADL_NOTIONAL = INDEX["adl_notional"]
+CASCADE_ROUNDS = INDEX["cascade_rounds"]
+CASCADE_CAP_HITS = INDEX["cascade_cap_hits"]
+CASCADE_MOVE = INDEX["cascade_move"]
+FUNDING_VOLUME = INDEX["funding_volume"]
+
+# Kernel parameters, packed in one float64 array in this order.
+PARAMS = ("fund_initial", "fee_rate", "fee_share", "slippage", "step_minutes", "adl_basis",
+          "impact_k", "impact_gamma", "permanent", "permanent_decay", "used_decay",
+          "depth_floor", "max_rounds", "funding_every", "funding_mode", "funding_rate",
+          "funding_interest", "funding_clamp", "funding_cap")
+P = {name: k for k, name in enumerate(PARAMS)}
+N_PARAMS = len(PARAMS)
+FUNDING_MODES = {"none": 0, "constant": 1, "premium": 2}
 
 # Loss-policy layer codes shared by the kernel and the reference.
 LAYER_CODES = {"insurance_fund": 0, "adl": 1, "socialised": 2, "platform": 3}
 ADL_BASIS_CODES = {"collateral": 0, "entry_value": 1}
+
+
+def variables_markdown() -> str:
+    """The README's table of output variables."""
+    rows = ["| variable | units | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{v.name}` | {v.units} | {v.long_name} |" for v in PATH_METRICS]
+    return "\n".join(rows) + "\n"

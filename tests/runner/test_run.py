@@ -185,3 +185,33 @@ def test_default_config_identity_on_every_path(tmp_path):
                               "residual"))
     np.testing.assert_allclose(rhs, ds.shortfall, rtol=1e-9, atol=1e-9)
     assert float((ds.shortfall > 0).mean()) > 0.01
+
+
+THIN = {**SMALL,
+        "exchange": {**SMALL["exchange"], "mark_smoothing_minutes": 2.0,
+                     "funding": {"mode": "premium", "interval_minutes": 60}},
+        "liquidity": {"depth": 2e6, "impact_law": "square_root", "permanent": 0.7,
+                      "permanent_half_life_minutes": 30,
+                      "gaps": {"rate_per_day": 30, "width": 0.01, "duration_minutes": 3}}}
+
+
+def test_thin_book_run_is_deterministic_and_cascades(tmp_path):
+    a = stress.run(config_from_dict(THIN), workers=1, out=tmp_path / "a")
+    thin_b = {**THIN, "run": {**THIN["run"], "shard_size": 7}}
+    b = stress.run(config_from_dict(thin_b), workers=2, out=tmp_path / "b")
+    xr.testing.assert_identical(data_only(a), data_only(b))
+    assert int(a.cascade_rounds.max()) >= 2
+    assert float(a.cascade_move.max()) > 0
+    # Funding flows on every path while both sides hold positions (NBP changes no book).
+    assert float(a.funding_volume.sel(policy="platform").min()) > 0
+    rhs = sum(a[v] for v in ("fund_paid", "adl_cost", "socialised_loss", "platform_loss",
+                             "residual"))
+    np.testing.assert_allclose(rhs, a.shortfall, rtol=1e-9, atol=1e-9)
+
+
+def test_thin_book_makes_more_bad_debt_than_infinite_depth(reference_run, tmp_path):
+    ds, _ = reference_run
+    thin = stress.run(config_from_dict({**SMALL, "liquidity": THIN["liquidity"]}), workers=1,
+                      out=tmp_path / "thin")
+    assert float(thin.shortfall.sel(policy="platform").sum()) > \
+        float(ds.shortfall.sel(policy="platform").sum())
