@@ -40,19 +40,47 @@ def main_callback(
     """stress: bad debt of leveraged perpetual futures under crash scenarios."""
 
 
+SCENARIO_HELP = "Named scenario to lay over the config (see `stress scenarios`)."
+
+
 @app.command()
-def validate(config: Path = typer.Argument(..., help="YAML config file.")) -> None:
+def validate(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help=SCENARIO_HELP),
+) -> None:
     """Check a config (and the files it reads); exit 0 if valid, 2 if not."""
     from stress.config import load_config
     from stress.errors import StressError
     from stress.runner.prepare import prepare
     try:
         cfg = load_config(config)
+        if scenario is not None:
+            from stress.scenarios import apply_scenario
+            cfg = apply_scenario(cfg, scenario)
         prepare(cfg)
     except StressError as e:
         _fail(str(e))
-    typer.echo(f"{config}: valid ({cfg.run.paths} paths × {cfg.run.steps} steps, "
-               f"{len(cfg.policies)} policies)")
+    with_scenario = f" with scenario {scenario}" if scenario is not None else ""
+    typer.echo(f"{config}{with_scenario}: valid ({cfg.run.paths} paths × {cfg.run.steps} "
+               f"steps, {len(cfg.policies)} policies)")
+
+
+@app.command()
+def scenarios() -> None:
+    """List the named scenarios for --scenario, with their descriptions."""
+    from stress.errors import StressError
+    from stress.scenarios import list_scenarios
+    try:
+        found = list_scenarios()
+    except StressError as e:
+        _fail(str(e))
+    if not found:
+        typer.echo("no scenarios found (looked in ./scenarios and the repository's scenarios/)")
+        return
+    width = max(len("scenario"), *(len(n) for n in found))
+    typer.echo(f"{'scenario'.ljust(width)}  description")
+    for name, description in found.items():
+        typer.echo(f"{name.ljust(width)}  {description}")
 
 
 @app.command()
@@ -63,6 +91,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Output folder (default: results/<run.name>)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not show a progress bar."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help=SCENARIO_HELP),
 ) -> None:
     """Run a stress test, write results/<name>/results.nc and print a summary."""
     import time
@@ -77,6 +106,9 @@ def run(
     console = Console(stderr=False)
     try:
         cfg = load_config(config)
+        if scenario is not None:
+            from stress.scenarios import apply_scenario
+            cfg = apply_scenario(cfg, scenario)
     except StressError as e:
         _fail(str(e))
     t0 = time.perf_counter()

@@ -77,6 +77,94 @@ class MertonMarket(GBMMarket):
     _fin2 = field_validator("jump_intensity", "jump_mean", "jump_std")(_finite)
 
 
+class KouMarket(GBMMarket):
+    kind: Literal["kou"]  # type: ignore[assignment]
+    jump_intensity: float = Field(
+        default=20.0, ge=0, description="Poisson jump rate λ, jumps per year.")
+    p_up: float = Field(default=0.3, ge=0, le=1,
+                        description="Probability that a jump is upward.")
+    eta_up: float = Field(
+        default=12.0,
+        description="Rate η₁ of the exponential law of an up jump's log size (mean 1/η₁; "
+                    "12 ≈ 8.3%, near the mean BTC up jump of Liu, Packham & Sepp 2024). "
+                    "Must be > 1, otherwise the expected price is infinite.")
+    eta_down: float = Field(
+        default=12.5, gt=0,
+        description="Rate η₂ of the exponential law of a down jump's log magnitude (mean "
+                    "1/η₂; 12.5 = 8%, near the mean BTC down jump of Liu, Packham & Sepp "
+                    "2024).")
+
+    _fin2 = field_validator("jump_intensity", "p_up", "eta_up", "eta_down")(_finite)
+
+    @model_validator(mode="after")
+    def _check_eta_up(self):
+        if not self.eta_up > 1:
+            raise ConfigError("eta_up", "must be > 1 (otherwise the expected price is infinite)",
+                              self.eta_up)
+        return self
+
+
+class HawkesSide(Strict):
+    baseline: float = Field(ge=0, description="Baseline jump intensity (without excitation), "
+                                             "jumps per year.")
+    excitation: float = Field(
+        ge=0, description="α: added to this side's intensity by each jump of this side, "
+                          "jumps per year.")
+    decay: float = Field(gt=0, description="β: decay rate of the excitation, per year "
+                                           "(1/β is its mean lifetime).")
+    mean_size: float = Field(
+        gt=0, description="Mean magnitude of the log jump (exponential law): up jumps are "
+                          "+Exp, down jumps −Exp. Must be < 1 on the up side.")
+
+    _fin = field_validator("baseline", "excitation", "decay", "mean_size")(_finite)
+
+    @model_validator(mode="after")
+    def _check_stationary(self):
+        ratio = self.excitation / self.decay
+        if not ratio < 1:
+            raise ConfigError(
+                "excitation", f"branching ratio excitation/decay = {ratio:.6g} must be < 1 "
+                              f"(otherwise the jump intensity explodes)", self.excitation)
+        return self
+
+
+def _hawkes_up() -> HawkesSide:
+    return HawkesSide(baseline=5.8, excitation=2190.0, decay=4380.0, mean_size=0.084)
+
+
+def _hawkes_down() -> HawkesSide:
+    return HawkesSide(baseline=8.5, excitation=2190.0, decay=4380.0, mean_size=0.080)
+
+
+class HawkesMarket(GBMMarket):
+    kind: Literal["hawkes"]  # type: ignore[assignment]
+    up: HawkesSide = Field(
+        default_factory=_hawkes_up,
+        description="Self-exciting up jumps (squeezes). Baseline and mean size from Liu, "
+                    "Packham & Sepp (2024, BTC daily; values unverified); excitation and decay "
+                    "are illustrative, not fitted: branching ratio 0.5, excitation lifetime "
+                    "1/decay = 2 hours. A side given in the config needs all four keys.")
+    down: HawkesSide = Field(
+        default_factory=_hawkes_down,
+        description="Self-exciting down jumps (crashes); defaults chosen as for `up`.")
+
+    @model_validator(mode="after")
+    def _check_up_size(self):
+        if not self.up.mean_size < 1:
+            raise ConfigError("up.mean_size", "must be < 1 (otherwise the expected price is "
+                                              "infinite)", self.up.mean_size)
+        return self
+
+
+class ReplayNoise(Strict):
+    sigma: float = Field(
+        ge=0, description="Volatility of the noise, per √year: each path is the replay times "
+                          "exp(σ·W_t − σ²t/2), W a Brownian motion from 0 drawn from the path's "
+                          "own random stream, so the expected price is the replay.")
+
+    _fin = field_validator("sigma")(_finite)
+
+
 class ReplayMarket(Strict):
     kind: Literal["replay"]
     path: str = Field(description="CSV file (relative to the config file) with a timestamp "
@@ -88,9 +176,49 @@ class ReplayMarket(Strict):
         default_factory=dict,
         description="Keep only rows whose columns equal these values, e.g. "
                     "`{event: 2020-03-12_black_thursday}`.")
+    rescale_to: float | None = Field(
+        default=None, gt=0,
+        description="Multiply the replayed prices so that the path starts at this price "
+                    "(the shape of a past day from today's price); null = as recorded.")
+    noise: ReplayNoise | None = Field(
+        default=None,
+        description="Monte Carlo noise around the replay; null = every path is the replay "
+                    "itself.")
+
+    _fin = field_validator("rescale_to")(_finite)
 
 
-Market = Annotated[Union[GBMMarket, MertonMarket, ReplayMarket], Field(discriminator="kind")]
+class ShockMarket(Strict):
+    kind: Literal["shock"]
+    s0: float = Field(default=60_000.0, gt=0, description="Start price (quote per base).")
+    shape: Literal["gap", "wick", "staircase", "squeeze"] = Field(
+        description="`gap`: an instant move at `at_minute` that stays; `wick`: down (or up) "
+                    "linearly to the extreme in half of `duration_minutes`, back to s0 in the "
+                    "other half; `staircase`: `steps_count` equal instant moves, one every "
+                    "duration/steps_count minutes from `at_minute` on; `squeeze`: a linear "
+                    "move over `duration_minutes` that stays. Moves are linear in price.")
+    size: float = Field(
+        gt=-1, description="Size of the move, fraction of s0: the gap (−0.2 = 20% down), the "
+                           "wick's depth at its extreme, the staircase's total fall, the "
+                           "squeeze's rise (+0.25).")
+    at_minute: float = Field(default=60.0, ge=0,
+                             description="When the shock starts, minutes from the path start.")
+    duration_minutes: float = Field(
+        default=10.0, gt=0,
+        description="wick: time to go down and back; staircase: total time (each stair lasts "
+                    "duration/steps_count); squeeze: rise time; ignored by a gap.")
+    steps_count: int = Field(default=5, ge=1, description="Number of stairs of a staircase.")
+    sigma: float = Field(
+        default=0.0, ge=0,
+        description="GBM noise around the shock path, per √year (driftless: the expected "
+                    "price is the shock path); 0 = every Monte Carlo path is the same shock.")
+
+    _fin = field_validator("s0", "size", "at_minute", "duration_minutes", "sigma")(_finite)
+
+
+Market = Annotated[Union[GBMMarket, MertonMarket, KouMarket, HawkesMarket, ReplayMarket,
+                         ShockMarket],
+                   Field(discriminator="kind")]
 
 
 # -------------------------------------------------------------- population
@@ -359,6 +487,8 @@ class Config(Strict):
     # Where relative file paths are resolved and which file the config came from.
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: str | None = PrivateAttr(default=None)
+    # Name of the scenario laid over the config (stress.scenarios), recorded in results.
+    _scenario: str | None = PrivateAttr(default=None)
 
     @field_validator("policies")
     @classmethod
@@ -372,6 +502,11 @@ class Config(Strict):
     @property
     def source(self) -> str | None:
         return self._source
+
+    @property
+    def scenario(self) -> str | None:
+        """Name of the scenario applied to this config, if any."""
+        return self._scenario
 
     def resolve(self, relative: str) -> Path:
         """A file path from the config, resolved against the config file's folder."""
@@ -412,7 +547,9 @@ class Config(Strict):
                         raise ConfigError(key, "no such config section")
                     node = node[part]
             node[parts[-1]] = value
-        return _validate(data, self._source, self._base_dir)
+        cfg = _validate(data, self._source, self._base_dir)
+        cfg._scenario = self._scenario
+        return cfg
 
 
 # ----------------------------------------------------------------- loading
@@ -421,7 +558,8 @@ def _key_path(loc: tuple) -> str:
     # ('market', 'merton', 'sigma') and the 'function-after' wrappers.
     out = []
     for part in loc:
-        if isinstance(part, str) and (part in {"gbm", "merton", "replay", "synthetic", "csv"}
+        if isinstance(part, str) and (part in {"gbm", "merton", "kou", "hawkes", "replay",
+                                               "shock", "synthetic", "csv"}
                                       or part.startswith("function-")):
             continue
         if isinstance(part, str) and part in {"str", "list[TierRow]"}:
@@ -530,7 +668,12 @@ _DOC_SECTIONS = (
     ("run", RunConfig, None),
     ("market (kind: gbm)", GBMMarket, "market"),
     ("market (kind: merton)", MertonMarket, "market"),
+    ("market (kind: kou)", KouMarket, "market"),
+    ("market (kind: hawkes)", HawkesMarket, "market"),
+    ("market.up, market.down (kind: hawkes)", HawkesSide, "market.{up,down}"),
     ("market (kind: replay)", ReplayMarket, "market"),
+    ("market.noise (kind: replay)", ReplayNoise, "market.noise"),
+    ("market (kind: shock)", ShockMarket, "market"),
     ("population (kind: synthetic)", SyntheticPopulation, "population"),
     ("population.leverage", LeverageMix, "population.leverage"),
     ("population.notional", NotionalLaw, "population.notional"),
@@ -553,6 +696,9 @@ def _default_text(field) -> str:
     if field.default_factory is not None:
         value = field.default_factory()
         if isinstance(value, BaseModel):
+            if any(f.is_required() for f in type(value).model_fields.values()):
+                # Its own table says "required": show this field's default inline.
+                return f"`{json.dumps(value.model_dump(mode='json'))}`"
             return "see below"
         if isinstance(value, list) and value and isinstance(value[0], BaseModel):
             return "the three mission policies"

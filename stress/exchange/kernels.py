@@ -56,6 +56,8 @@ LAYER_PLATFORM = 3
 
 # Relative slack of the threshold filter; the exact test decides.
 _SLACK = 1e-9
+# Largest price impact of one round's forced orders, fraction of the price.
+MAX_IMPACT = 0.99
 
 
 @njit(cache=True)
@@ -414,10 +416,14 @@ def _loosen(qty, touched, is_loose, loose, n_loose):
 
 @njit(cache=True)
 def impact_fraction(notional, depth, k, gamma):
-    """Price impact of forced orders of ``notional`` against ``depth``: k·(Q/D)^γ."""
+    """Price impact of forced orders of ``notional`` against ``depth``: k·(Q/D)^γ,
+    at most :data:`MAX_IMPACT` (a fill, or a mark, never reaches zero)."""
     if notional <= 0.0 or k == 0.0:
         return 0.0
-    return k * (notional / depth) ** gamma
+    if depth <= 0.0:
+        return MAX_IMPACT
+    f = k * (notional / depth) ** gamma
+    return f if f < MAX_IMPACT else MAX_IMPACT
 
 
 @njit(cache=True)

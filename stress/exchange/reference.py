@@ -125,8 +125,12 @@ class ReferenceEngine:
                     flow = sum(abs(self.qty[i]) * mark for i in hit
                                if margin.side(self.qty[i]) == s)
                     left = max(depth - used[s], p["depth_floor"])
-                    impact[s] = (p["impact_k"] * (flow / left) ** p["impact_gamma"]
-                                 if flow > 0 and p["impact_k"] != 0 else 0.0)
+                    if flow <= 0 or p["impact_k"] == 0:
+                        impact[s] = 0.0
+                    elif left <= 0:
+                        impact[s] = 0.99
+                    else:
+                        impact[s] = min(p["impact_k"] * (flow / left) ** p["impact_gamma"], 0.99)
                     away = self.slippage + gap + impact[s]
                     fills[s] = mark * (1.0 - min(away, 0.99)) if s > 0 else mark * (1.0 + away)
                     used[s] += flow

@@ -1,5 +1,6 @@
-"""Index price paths: geometric Brownian motion and Merton jump-diffusion.
+"""Index price paths: geometric Brownian motion, Merton, Kou and Hawkes jump-diffusions.
 
+Kou and Hawkes (exponential jump sizes) live in :mod:`stress.market.jumps`.
 All random numbers come from the path's own ``Generator``; generation is
 vectorised over the steps of one path. Parameters are annual (a year of
 365 days: crypto trades around the clock).
@@ -10,6 +11,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from stress.market.jumps import hawkes_log_increments, kou_log_increments
+from stress.market.shocks import martingale_noise, shock_path
+# Re-exported, so that every generator's closed forms can be imported from here.
+from stress.market.jumps import hawkes_stationary_intensity, kou_log_return_moments  # noqa: F401
 
 
 def merton_log_increments(steps: int, dt: float, mu: float, sigma: float,
@@ -46,11 +52,26 @@ def price_path(market, steps: int, dt: float, rng: np.random.Generator,
                replay: np.ndarray | None = None) -> np.ndarray:
     """Index price at the start and the end of every step (length ``steps + 1``)."""
     if market.kind == "replay":
-        return np.asarray(replay[: steps + 1], dtype=np.float64)
-    lam = getattr(market, "jump_intensity", 0.0)
-    inc = merton_log_increments(steps, dt, market.mu, market.sigma, lam,
-                                getattr(market, "jump_mean", 0.0),
-                                getattr(market, "jump_std", 0.0), rng)
+        path = np.asarray(replay[: steps + 1], dtype=np.float64)
+        noise = getattr(market, "noise", None)
+        if noise is not None and noise.sigma > 0:
+            # Only a noisy replay draws from rng: a plain replay stays bit-identical.
+            with np.errstate(over="ignore", invalid="ignore"):
+                path = path * martingale_noise(steps, dt, noise.sigma, rng)
+        return path
+    if market.kind == "shock":
+        return shock_path(market, steps, dt, rng)
+    if market.kind == "kou":
+        inc = kou_log_increments(steps, dt, market.mu, market.sigma, market.jump_intensity,
+                                 market.p_up, market.eta_up, market.eta_down, rng)
+    elif market.kind == "hawkes":
+        inc = hawkes_log_increments(steps, dt, market.mu, market.sigma, market.up, market.down,
+                                    rng)
+    else:  # gbm, merton
+        lam = getattr(market, "jump_intensity", 0.0)
+        inc = merton_log_increments(steps, dt, market.mu, market.sigma, lam,
+                                    getattr(market, "jump_mean", 0.0),
+                                    getattr(market, "jump_std", 0.0), rng)
     log_path = np.empty(steps + 1)
     log_path[0] = 0.0
     with np.errstate(over="ignore", invalid="ignore"):

@@ -1,4 +1,6 @@
-"""Replay a price path from CSV (historical crash days, hand-built shocks)."""
+"""Replay a price path from CSV (historical crash days, hand-built shocks), optionally rescaled
+to start at another price. Noise around it is added in :func:`stress.market.paths.price_path`.
+"""
 
 from __future__ import annotations
 
@@ -49,4 +51,8 @@ def load_replay(market, resolve, source: str | None = None,
     if len(prices) < 2:
         raise ConfigError(key, f"{path.name}: a replay needs at least 2 prices", len(prices),
                           source)
+    rescale_to = getattr(market, "rescale_to", None)
+    if rescale_to is not None:
+        # p/p0 first, so the path starts at rescale_to exactly and keeps its ratios.
+        prices = prices / prices[0] * rescale_to
     return prices

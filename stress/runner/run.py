@@ -16,7 +16,7 @@ from stress.runner.prepare import Prepared, prepare
 from stress.runner.store import (RESULTS_FILE, SHARDS_DIR, combine, shard_name,
                                  write_atomic)
 
-RUNTIME_OPTIONS = ("workers", "out", "progress")
+RUNTIME_OPTIONS = ("workers", "out", "progress", "scenario")
 
 
 def plan(paths: int, shard_size: int) -> list[tuple[int, int, int]]:
@@ -40,13 +40,17 @@ def _shard_task(prep: Prepared, index: int, start: int, stop: int, shard_dir: st
     return stop - start
 
 
-def resolve_config(config: str | Path | Config, overrides: dict[str, Any]) -> Config:
-    """Load ``config`` and apply keyword overrides.
+def resolve_config(config: str | Path | Config, overrides: dict[str, Any],
+                   scenario: str | None = None) -> Config:
+    """Load ``config``, lay the named ``scenario`` over it, then apply keyword overrides.
 
     Keys that name a ``run`` field (``paths=100``) override that field; other
     keys use ``__`` for nesting (``market__sigma=0.9``, ``fund__initial=0``).
     """
     cfg = config if isinstance(config, Config) else load_config(config)
+    if scenario is not None:
+        from stress.scenarios import apply_scenario
+        cfg = apply_scenario(cfg, scenario)
     if not overrides:
         return cfg
     dotted = {}
@@ -124,7 +128,9 @@ def run(config: str | Path | Config, **overrides: Any) -> xr.Dataset:
         A YAML config file or a validated :class:`stress.config.Config`.
     **overrides
         ``workers`` (default: all cores), ``out`` (default ``results/<run.name>``),
-        ``progress`` (ignored here; the CLI shows a bar), any ``run`` field
+        ``progress`` (ignored here; the CLI shows a bar), ``scenario`` (a named
+        scenario from ``scenarios/``, laid over the config before the other
+        overrides; see :mod:`stress.scenarios`), any ``run`` field
         (``paths=200``, ``seed=7``), or a nested key with ``__``
         (``market__sigma=0.9``, ``fund__initial=5e6``).
 
@@ -135,6 +141,6 @@ def run(config: str | Path | Config, **overrides: Any) -> xr.Dataset:
         ``<out>/results.nc`` and ``<out>/shards/``.
     """
     runtime = {k: overrides.pop(k) for k in RUNTIME_OPTIONS if k in overrides}
-    cfg = resolve_config(config, overrides)
+    cfg = resolve_config(config, overrides, scenario=runtime.get("scenario"))
     ds, _ = execute(cfg, workers=runtime.get("workers"), out=runtime.get("out"))
     return ds

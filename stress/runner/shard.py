@@ -116,6 +116,8 @@ def to_dataset(out: np.ndarray, prep: Prepared, start: int) -> xr.Dataset:
         "title": f"stress run {cfg.run.name}",
         "run_name": cfg.run.name,
         "config": cfg.to_yaml(),
+        # The scenario laid over the config ("" for none); `config` is already the merge.
+        "scenario": cfg.scenario or "",
         "config_hash": prep.config_hash,
         "seed": cfg.run.seed,
         "stress_version": __version__,

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import close, flat_tiers, golden_cases, random_book
@@ -78,6 +78,20 @@ def test_permanent_impact_cascades_within_the_step():
                    liquidity=liquidity(prices, 1000.0), impact_k=0.1, impact_gamma=1.0,
                    permanent=0.0)
     assert m(out, "n_liquidations") == 1 and m(out, "cascade_rounds") == 1
+
+
+def test_impact_is_capped_so_prices_stay_positive():
+    # A sale 100x the depth under a linear law would move the price by 1,000 %: the fill
+    # stops at 99 % below the mark (91 → 0.91) and the mark stays positive. The moved
+    # mark breaches the second long, sold in round 2 at 0.0091 into no depth at all.
+    book = Book.from_arrays([10.0, 1.0], [100.0, 50.0], [100.0, 45.0])
+    prices = [100.0, 91.0, 91.0]
+    out = simulate(prices, book, flat_tiers(0.02, max_leverage=25), NBP, 0.0,
+                   liquidity=liquidity(prices, 9.1), impact_k=0.1, impact_gamma=1.0,
+                   permanent=1.0)
+    assert m(out, "shortfall") == pytest.approx(10 * (90.0 - 0.91) + (5.0 - 0.0091), rel=1e-12)
+    assert m(out, "cascade_rounds") == 2
+    assert m(out, "cascade_move") == pytest.approx(1 - 0.01 * 0.01, rel=1e-12)
 
 
 def test_cascade_round_cap_is_reported():
@@ -172,6 +186,9 @@ LAYERS = [["insurance_fund", "adl"], ["socialised", "platform"], ["platform"],
        depth=st.sampled_from([50.0, 500.0, 5e3]), gamma=st.sampled_from([0.5, 1.0]),
        permanent=st.sampled_from([0.0, 0.5, 1.0]), decay=st.sampled_from([1.0, 0.8]),
        funding=st.sampled_from([(0, 0), (1, 5), (2, 7)]), rounds=st.sampled_from([2, 50]))
+# Found by hypothesis: an impact above 100 % drove the mark negative (now capped at 99 %).
+@example(seed=82, n=26, layers=["socialised", "platform"], depth=50.0, gamma=1.0,
+         permanent=0.5, decay=1.0, funding=(0, 0), rounds=2)
 def test_kernel_equals_reference_with_liquidity_and_funding(seed, n, layers, depth, gamma,
                                                             permanent, decay, funding, rounds):
     rng = np.random.default_rng(seed)
