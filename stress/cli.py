@@ -135,6 +135,104 @@ def run(
                   f"{run_dir / 'results.nc'}")
 
 
+@app.command()
+def calibrate(
+    csv_file: Path = typer.Argument(..., metavar="CSV",
+                                    help="Price CSV with a time column and a price column."),
+    model: str = typer.Option(..., "--model", "-m", help="merton, kou or hawkes."),
+    column: str = typer.Option("close", "--column", help="Price column."),
+    time_column: Optional[str] = typer.Option(
+        None, "--time-column", help="Time column (default: the first of timestamp, date, unix, "
+                                    "open_time, time)."),
+    freq: Optional[str] = typer.Option(
+        None, "--freq", help="Resample to this step (1h, 1d, 15min): last price per bin. "
+                             "Default: the data as they are, step = median time difference."),
+    start: Optional[str] = typer.Option(None, "--start", help="First date kept (ISO, UTC)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Dates before this one are kept."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0,
+                                  help="Block-bootstrap samples for standard errors (refits)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Also write the market: YAML block to this file."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Do not show a spinner."),
+) -> None:
+    """Fit a jump-diffusion to a price CSV by maximum likelihood; print a market: block."""
+    import contextlib
+    import math
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from stress.errors import StressError
+    from stress.market import calibrate as cal
+
+    if model not in cal.MODELS:
+        _fail(f"unknown model {model!r}, expected one of {', '.join(cal.MODELS)}")
+    console = Console()
+    try:
+        times, prices = cal.load_prices(csv_file, column, time_column, start=start, end=end)
+        notes = []
+        if freq is not None:
+            step = cal.parse_freq(freq)
+            times, prices, filled = cal.resample_last(times, prices, step)
+            if filled:
+                notes.append(f"{filled} empty {freq} bins carry the previous price forward "
+                             f"(zero returns)")
+        else:
+            step = cal.median_step_seconds(times)
+            gaps = np.diff(times.astype(np.int64)) != round(step * 1000)
+            if gaps.any():
+                notes.append(f"{int(gaps.sum())} of {gaps.size} time steps differ from the "
+                             f"median step; each return counts as one step (use --freq to "
+                             f"resample)")
+        dt = step / cal.YEAR_SECONDS
+        show = not no_progress and sys.stderr.isatty()
+        status = (Console(stderr=True).status(f"fitting {model} to {prices.size - 1} returns")
+                  if show else contextlib.nullcontext())
+        with status:
+            res = cal.fit(prices, dt, model, is_returns=False, bootstrap=bootstrap, seed=seed)
+    except StressError as e:
+        _fail(str(e))
+
+    def num(v: float) -> str:
+        return "n/a" if not math.isfinite(v) else f"{v:.4g}"
+
+    def when(t) -> str:
+        return str(t)[:16].replace("T", " ")
+
+    console.print(f"{model} fit to {res.n} log returns of {csv_file.name} ({column}), "
+                  f"{when(times[0])} to {when(times[-1])}, step {cal._fmt_dt(dt)}",
+                  highlight=False, markup=False)
+    table = Table()
+    table.add_column("parameter")
+    table.add_column("estimate", justify="right")
+    table.add_column("std. error", justify="right")
+    if res.bootstrap_stderr is not None:
+        table.add_column(f"bootstrap s.e. ({res.bootstrap_samples})", justify="right")
+    for name, v in res.params.items():
+        row = [name, num(v), num(res.stderr[name])]
+        if res.bootstrap_stderr is not None:
+            row.append(num(res.bootstrap_stderr[name]))
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"log-likelihood {res.loglik:.2f}, n = {res.n}, k = {res.k}, "
+                  f"AIC {res.aic:.2f}, BIC {res.bic:.2f}", highlight=False)
+    console.print(f"KS test of the returns against the fitted model (PIT): "
+                  f"D = {res.ks_stat:.4f}, p = {res.ks_pvalue:.3g}", highlight=False)
+    for note in notes + res.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    block = res.to_yaml(float(prices[-1]))
+    typer.echo("")
+    typer.echo(block, nl=False)
+    if out is not None:
+        try:
+            out.write_text(block)
+        except OSError as e:
+            _fail(f"{out}: cannot write: {e.strerror or e}")
+        typer.echo(f"wrote {out}")
+
+
 def main() -> None:  # console-script entry point
     app()
 

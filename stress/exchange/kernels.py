@@ -25,7 +25,8 @@ from stress._jit import njit
 from stress.runner.variables import (ADL_COST, ADL_NOTIONAL, CASCADE_CAP_HITS,
                                      CASCADE_MOVE, CASCADE_ROUNDS, FUND_DEPLETED, FUND_FINAL,
                                      FUND_INFLOW, FUND_MIN, FUND_PAID, FUNDING_VOLUME,
-                                     LIQUIDATED_NOTIONAL, N_ADL, N_LIQUIDATIONS, N_METRICS,
+                                     LIQUIDATED_NOTIONAL, MARK_INDEX_GAP, N_ADL,
+                                     N_LIQUIDATIONS, N_METRICS,
                                      N_SHORTFALLS, P, PARAMS, PLATFORM_LOSS, RESIDUAL,
                                      SHORTFALL, SOCIALISED_LOSS, TIME_TO_DEPLETION)
 
@@ -689,8 +690,11 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
         moved = abs(mark / step_mark - 1.0)
         if moved > out[CASCADE_MOVE]:
             out[CASCADE_MOVE] = moved
-        premium_sum += mark / index[t] - 1.0
+        premium = mark / index[t] - 1.0
+        premium_sum += premium
         premium_n += 1
+        if abs(premium) > out[MARK_INDEX_GAP]:
+            out[MARK_INDEX_GAP] = abs(premium)
         if n_pend > 0:
             pot = 0.0
             for p in range(n_pend):

@@ -143,6 +143,7 @@ class ReferenceEngine:
             self.m["cascade_rounds"] = max(self.m["cascade_rounds"], rounds)
             self.m["cascade_move"] = max(self.m["cascade_move"], abs(mark / start - 1.0))
             premiums.append(mark / self.prices[t] - 1.0)
+            self.m["mark_index_gap"] = max(self.m["mark_index_gap"], abs(premiums[-1]))
             self.settle_socialised(t, mark)
             self.m["fund_min"] = min(self.m["fund_min"], self.fund)
         self.m["fund_final"] = self.fund

@@ -95,6 +95,16 @@ PARAM_NAMES = {
                "down.baseline", "down.excitation", "down.decay", "down.mean_size"),
 }
 
+# What the optimiser searches over (one per parameter, in order); used to name an estimate
+# stuck on the edge of the search box.
+_SEARCH_NAMES = {
+    "merton": PARAM_NAMES["merton"],
+    "kou": PARAM_NAMES["kou"],
+    "hawkes": ("mu", "sigma") + tuple(
+        f"{side}.{name}" for side in ("up", "down")
+        for name in ("stationary_intensity", "branching_ratio", "decay", "mean_size")),
+}
+
 _LOG_2PI = math.log(2.0 * math.pi)
 _MAX_RATIO = 0.99  # Hawkes branching ratio cap
 _BAD = 1e10  # mean NLL returned for invalid parameters (L-BFGS-B needs a finite value)
@@ -847,7 +857,7 @@ def fit(prices_or_returns, dt_years: float, model: str, *, is_returns: bool | No
     names = PARAM_NAMES[model]
     se, ok = _stderr(model, p, x, c)
     lo, hi = np.array(_bounds(model, c)).T
-    at_bound = [names[i] for i in range(len(names))
+    at_bound = [_SEARCH_NAMES[model][i] for i in range(len(names))
                 if min(best.x[i] - lo[i], hi[i] - best.x[i]) < 1e-4]
     with np.errstate(all="ignore"):
         u = np.clip(_PIT[model](p, x, c.dt), 0.0, 1.0)
@@ -861,11 +871,15 @@ def fit(prices_or_returns, dt_years: float, model: str, *, is_returns: bool | No
     if not ok:
         res.notes.append("the Hessian of the negative log-likelihood is not positive definite "
                          "at the estimate (a parameter on the edge or not identified by the "
-                         "data): no Hessian standard errors; use a bootstrap "
-                         "(--bootstrap N) instead")
+                         "data): no Hessian standard errors; "
+                         + ("see the bootstrap ones" if bootstrap > 0 else
+                            "use a bootstrap (--bootstrap N) instead"))
     if at_bound:
-        res.notes.append(f"at the edge of the search box: {', '.join(at_bound)} (its standard "
-                         f"error is not meaningful)")
+        res.notes.append(f"at the edge of the search box: {', '.join(at_bound)}. The box allows "
+                         f"0.1 jumps per sample to 0.5 per period (2 for merton), a branching "
+                         f"ratio up to 0.99 and jump sizes of 0.3 to 100 return standard "
+                         f"deviations; an estimate on its edge is constrained and its standard "
+                         f"error is not meaningful")
     if model == "kou" and p[2] * c.dt > 0.05:
         res.notes.append(f"λ·dt = {p[2] * c.dt:.3g}: the one-jump-per-period approximation of "
                          f"the Kou likelihood is coarse here; use more frequent prices")

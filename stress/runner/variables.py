@@ -47,6 +47,8 @@ PATH_METRICS: tuple[Variable, ...] = (
     Variable("cascade_move", "1", "largest move of the mark within one step caused by forced "
                                   "orders (fraction of the step's starting mark)"),
     Variable("funding_volume", "quote", "total funding transferred from payers to receivers"),
+    Variable("mark_index_gap", "1", "largest end-of-step gap between mark and index, "
+                                    "|mark/index − 1| (smoothing and forced-order impact)"),
 )
 
 INDEX = {v.name: k for k, v in enumerate(PATH_METRICS)}
@@ -73,6 +75,7 @@ CASCADE_ROUNDS = INDEX["cascade_rounds"]
 CASCADE_CAP_HITS = INDEX["cascade_cap_hits"]
 CASCADE_MOVE = INDEX["cascade_move"]
 FUNDING_VOLUME = INDEX["funding_volume"]
+MARK_INDEX_GAP = INDEX["mark_index_gap"]
 
 # Kernel parameters, packed in one float64 array in this order.
 PARAMS = ("fund_initial", "fee_rate", "fee_share", "slippage", "step_minutes", "adl_basis",

@@ -73,6 +73,8 @@ def test_permanent_impact_cascades_within_the_step():
     assert m(out, "shortfall") == pytest.approx(expect, rel=1e-12)
     move_b = 0.1 * (mark2 / 90.0)
     assert m(out, "cascade_move") == pytest.approx(1 - (1 - 0.091) * (1 - move_b), rel=1e-12)
+    # The mark (index 91 times the displacement) ends the step that far from the index.
+    assert m(out, "mark_index_gap") == pytest.approx(m(out, "cascade_move"), rel=1e-12)
     # Without the permanent part, B survives the step.
     out = simulate(prices, book, flat_tiers(0.02, max_leverage=25), NBP, 0.0,
                    liquidity=liquidity(prices, 1000.0), impact_k=0.1, impact_gamma=1.0,
