@@ -416,6 +416,15 @@ def _loosen(qty, touched, is_loose, loose, n_loose):
 
 
 @njit(cache=True)
+def _resort(qty, thr, lorder, sorder, lkey, skey, is_loose, loose, n_loose):
+    """Re-sort the open book on the current thresholds; no account is loose after."""
+    nl, ns = sort_book(qty, thr, lorder, sorder, lkey, skey)
+    for j in range(n_loose):
+        is_loose[loose[j]] = False
+    return nl, ns
+
+
+@njit(cache=True)
 def impact_fraction(notional, depth, k, gamma):
     """Price impact of forced orders of ``notional`` against ``depth``: k·(Q/D)^γ,
     at most :data:`MAX_IMPACT` (a fill, or a mark, never reaches zero)."""
@@ -596,12 +605,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
             premium_sum = 0.0
             premium_n = 0
             if n_loose > max_loose:
-                nl, ns = sort_book(qty, thr, lorder, sorder, lkey, skey)
-                for j in range(n_loose):
-                    is_loose[loose[j]] = False
-                n_loose = 0
-                lhead = 0
-                shead = 0
+                nl, ns = _resort(qty, thr, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
+                n_loose, lhead, shead = 0, 0, 0
         step_mark = mark
         rounds = 0
         n_pend = 0
@@ -719,12 +724,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
         if fund < out[FUND_MIN]:
             out[FUND_MIN] = fund
         if n_loose > max_loose:
-            nl, ns = sort_book(qty, thr, lorder, sorder, lkey, skey)
-            for j in range(n_loose):
-                is_loose[loose[j]] = False
-            n_loose = 0
-            lhead = 0
-            shead = 0
+            nl, ns = _resort(qty, thr, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
+            n_loose, lhead, shead = 0, 0, 0
         # Skip the closed positions at the head of each side.
         while lhead < nl and qty[lorder[lhead]] == 0.0:
             lhead += 1
