@@ -187,6 +187,9 @@ def calibrate(
                              f"median step; each return counts as one step (use --freq to "
                              f"resample)")
         dt = step / cal.YEAR_SECONDS
+        if prices.size - 1 < cal.MIN_RETURNS:
+            _fail(f"{csv_file.name}: {prices.size - 1} returns; at least {cal.MIN_RETURNS} are "
+                  f"needed")
         show = not no_progress and sys.stderr.isatty()
         status = (Console(stderr=True).status(f"fitting {model} to {prices.size - 1} returns")
                   if show else contextlib.nullcontext())
@@ -202,7 +205,7 @@ def calibrate(
         return str(t)[:16].replace("T", " ")
 
     console.print(f"{model} fit to {res.n} log returns of {csv_file.name} ({column}), "
-                  f"{when(times[0])} to {when(times[-1])}, step {cal._fmt_dt(dt)}",
+                  f"{when(times[0])} to {when(times[-1])}, step {cal.format_step(dt)}",
                   highlight=False, markup=False)
     table = Table()
     table.add_column("parameter")

@@ -400,3 +400,23 @@ def test_scenarios_folder_is_small():
     total = sum(f.stat().st_size for f in SCENARIOS.rglob("*") if f.is_file())
     assert total < 1_000_000
     assert (SCENARIOS / "data" / "SOURCE.md").is_file()
+
+
+def test_depth_collapse_scenario_raises_bad_debt_without_moving_prices(tmp_path):
+    # The same paths (the scenario's market has no jumps) with and without the
+    # hour-long collapse of the bid: the collapse can only make sales fill lower.
+    import copy
+
+    from stress.config import config_from_dict
+    base = {"run": {"name": "dc", "paths": 6, "steps": 720, "seed": 3},
+            "population": {"kind": "synthetic", "accounts": 3000},
+            "exchange": {"slippage": 0.0005}}
+    hit = stress.run(config_from_dict(base), scenario="depth_collapse", workers=1,
+                     out=tmp_path / "hit")
+    calm = copy.deepcopy(yaml.safe_load(hit.attrs["config"]))
+    calm["liquidity"]["events"] = []
+    calm_ds = stress.run(config_from_dict(calm), workers=1, out=tmp_path / "calm")
+    nbp_hit = hit.shortfall.sel(policy="platform")
+    nbp_calm = calm_ds.shortfall.sel(policy="platform")
+    assert (nbp_hit >= nbp_calm - 1e-9).all()
+    assert float(nbp_hit.sum()) > float(nbp_calm.sum())
