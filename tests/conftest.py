@@ -46,3 +46,17 @@ def random_book(rng: np.random.Generator, n: int, s0: float = 100.0):
     entry = s0 * np.exp(0.02 * rng.standard_normal(n))
     notional = 10.0 * (1.0 + rng.pareto(1.5, n))
     return Book.from_arrays(side * notional / entry, entry, notional / lev, lev)
+
+
+def terminal_log_returns(market, n_paths: int, seed: int, steps: int = 1440,
+                         dt: float = 1 / (365 * 24 * 60)) -> np.ndarray:
+    """log(S_T / S_0) of ``n_paths`` paths of ``market`` from the streams of ``seed``."""
+    import math
+
+    from stress.market.paths import price_path
+    from stress.runner.seeding import path_rng
+    out = np.empty(n_paths)
+    for i in range(n_paths):
+        p = price_path(market, steps, dt, path_rng(seed, i))
+        out[i] = math.log(p[-1] / p[0])
+    return out

@@ -13,6 +13,8 @@ import textwrap
 
 import numpy as np
 import pytest
+
+from conftest import terminal_log_returns
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -29,11 +31,7 @@ DAY = 1440 * MINUTE
 
 
 def _terminal_log_returns(market, n_paths, steps=1440, dt=MINUTE):
-    out = np.empty(n_paths)
-    for i in range(n_paths):
-        p = price_path(market, steps, dt, path_rng(11, i))
-        out[i] = math.log(p[-1] / p[0])
-    return out
+    return terminal_log_returns(market, n_paths, 11, steps, dt)
 
 
 @pytest.mark.parametrize("market", [

@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import terminal_log_returns
+
 from stress.config import GBMMarket, MertonMarket, ReplayMarket
 from stress.errors import ConfigError
 from stress.market.paths import merton_log_return_moments, price_path
@@ -21,11 +23,7 @@ DAY = 1440 / (365 * 24 * 60)
 
 
 def _terminal_log_returns(market, n_paths, steps=1440, dt=1 / (365 * 24 * 60)):
-    out = np.empty(n_paths)
-    for i in range(n_paths):
-        p = price_path(market, steps, dt, path_rng(7, i))
-        out[i] = math.log(p[-1] / p[0])
-    return out
+    return terminal_log_returns(market, n_paths, 7, steps, dt)
 
 
 @pytest.mark.parametrize("market", [
