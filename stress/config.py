@@ -138,6 +138,12 @@ def _hawkes_down() -> HawkesSide:
 
 class HawkesMarket(GBMMarket):
     kind: Literal["hawkes"]  # type: ignore[assignment]
+    mu: float = Field(
+        default=0.0,
+        description="Drift, per year: jumps are compensated at their stationary rates, so "
+                    "E[log S_t] matches a stationary process exactly while E[S_t] runs "
+                    "slightly above s0·exp(mu·t) because jumps cluster (+0.07 %/day at the "
+                    "defaults).")
     up: HawkesSide = Field(
         default_factory=_hawkes_up,
         description="Self-exciting up jumps (squeezes). Baseline and mean size from Liu, "
