@@ -49,14 +49,11 @@ def validate(
     scenario: Optional[str] = typer.Option(None, "--scenario", help=SCENARIO_HELP),
 ) -> None:
     """Check a config (and the files it reads); exit 0 if valid, 2 if not."""
-    from stress.config import load_config
     from stress.errors import StressError
     from stress.runner.prepare import prepare
+    from stress.runner.run import resolve_config
     try:
-        cfg = load_config(config)
-        if scenario is not None:
-            from stress.scenarios import apply_scenario
-            cfg = apply_scenario(cfg, scenario)
+        cfg = resolve_config(config, {}, scenario)
         prepare(cfg)
     except StressError as e:
         _fail(str(e))
@@ -98,17 +95,13 @@ def run(
 
     from rich.console import Console
 
-    from stress.config import load_config
     from stress.errors import StressError
     from stress.report.summary import summary_table
-    from stress.runner.run import execute
+    from stress.runner.run import execute, resolve_config
 
     console = Console(stderr=False)
     try:
-        cfg = load_config(config)
-        if scenario is not None:
-            from stress.scenarios import apply_scenario
-            cfg = apply_scenario(cfg, scenario)
+        cfg = resolve_config(config, {}, scenario)
     except StressError as e:
         _fail(str(e))
     t0 = time.perf_counter()

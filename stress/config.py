@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
@@ -530,14 +530,8 @@ class Config(Strict):
         return h.hexdigest()
 
     def data_files(self) -> list[Path]:
-        files = []
-        if isinstance(self.market, ReplayMarket):
-            files.append(self.resolve(self.market.path))
-        if isinstance(self.population, CSVPopulation):
-            files.append(self.resolve(self.population.path))
-        if isinstance(self.exchange.tiers, str) and self.exchange.tiers.endswith(".csv"):
-            files.append(self.resolve(self.exchange.tiers))
-        return files
+        """Every data file the config reads (the ones the loader checks exist)."""
+        return [self.resolve(rel) for _, rel in _file_keys(self)]
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Config":
         """A new validated config with dotted keys replaced: ``{"run.paths": 10}``."""
@@ -559,14 +553,21 @@ class Config(Strict):
 
 
 # ----------------------------------------------------------------- loading
+def _union_tags(*unions) -> frozenset[str]:
+    """The ``kind`` values of the models of tagged unions (``Annotated[Union[...], ...]``)."""
+    return frozenset(get_args(model.model_fields["kind"].annotation)[0]
+                     for union in unions for model in get_args(get_args(union)[0]))
+
+
+_TAGS = _union_tags(Market, Population)
+
+
 def _key_path(loc: tuple) -> str:
     # Drop the discriminator tags pydantic inserts for tagged unions
     # ('market', 'merton', 'sigma') and the 'function-after' wrappers.
     out = []
     for part in loc:
-        if isinstance(part, str) and (part in {"gbm", "merton", "kou", "hawkes", "replay",
-                                               "shock", "synthetic", "csv"}
-                                      or part.startswith("function-")):
+        if isinstance(part, str) and (part in _TAGS or part.startswith("function-")):
             continue
         if isinstance(part, str) and part in {"str", "list[TierRow]"}:
             continue
