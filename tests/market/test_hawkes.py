@@ -17,9 +17,8 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-import stress
 from stress.cli import app
-from stress.config import HawkesMarket, HawkesSide, config_from_dict
+from stress.config import HawkesMarket, HawkesSide
 from stress.market.jumps import (hawkes_counts, hawkes_counts_python, hawkes_jumps,
                                  hawkes_kappas, hawkes_log_increments, hawkes_log_return_mean,
                                  poisson_quantile, poisson_quantile_python)
@@ -219,18 +218,3 @@ def test_large_down_jumps_are_valid(tmp_cwd):
     r = _validate(tmp_cwd, "{kind: hawkes, down: {baseline: 5, excitation: 0, decay: 1, "
                            "mean_size: 1.5}}")
     assert r.exit_code == 0, r.output
-
-
-def test_end_to_end_run(tmp_path):
-    cfg = config_from_dict({
-        "run": {"name": "hawkes", "paths": 3, "steps": 60, "seed": 4},
-        "market": {"kind": "hawkes",
-                   "down": {"baseline": 5000.0, "excitation": 4000.0, "decay": 8760.0,
-                            "mean_size": 0.05}},
-        "population": {"kind": "synthetic", "accounts": 200},
-    })
-    ds = stress.run(cfg, workers=1, out=tmp_path)
-    assert ds.sizes["path"] == 3
-    assert (tmp_path / "results.nc").is_file()
-    assert "kind: hawkes" in ds.attrs["config"]
-    assert np.all(np.isfinite(ds["shortfall"].values))

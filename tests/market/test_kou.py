@@ -18,7 +18,6 @@ from conftest import terminal_log_returns
 from scipy import stats
 from typer.testing import CliRunner
 
-import stress
 from stress.cli import app
 from stress.config import GBMMarket, KouMarket, config_from_dict
 from stress.errors import ConfigError
@@ -130,16 +129,3 @@ def test_bad_kou_keys_are_named(market, fragment):
     with pytest.raises(ConfigError, match=fragment):
         config_from_dict({"run": {"name": "k", "paths": 1, "steps": 1, "seed": 0},
                           "market": market})
-
-
-def test_end_to_end_run(tmp_path):
-    cfg = config_from_dict({
-        "run": {"name": "kou", "paths": 3, "steps": 60, "seed": 4},
-        "market": {"kind": "kou", "jump_intensity": 5000.0, "p_up": 0.3},
-        "population": {"kind": "synthetic", "accounts": 200},
-    })
-    ds = stress.run(cfg, workers=1, out=tmp_path)
-    assert ds.sizes["path"] == 3
-    assert (tmp_path / "results.nc").is_file()
-    assert "kind: kou" in ds.attrs["config"]
-    assert np.all(np.isfinite(ds["shortfall"].values))

@@ -118,3 +118,23 @@ def test_replay_errors_name_file_row_and_column(tmp_path, text, fragment):
     msg = str(e.value)
     assert msg.startswith("cfg.yaml: market.path: p.csv") or msg.startswith("cfg.yaml: market.path")
     assert fragment in msg
+
+
+@pytest.mark.parametrize("market", [
+    {"kind": "kou", "jump_intensity": 5000.0, "p_up": 0.3},
+    {"kind": "hawkes", "down": {"baseline": 5000.0, "excitation": 4000.0, "decay": 8760.0,
+                                "mean_size": 0.05}},
+], ids=lambda m: m["kind"])
+def test_jump_market_runs_end_to_end(tmp_path, market):
+    import stress
+    from stress.config import config_from_dict
+    cfg = config_from_dict({
+        "run": {"name": market["kind"], "paths": 3, "steps": 60, "seed": 4},
+        "market": market,
+        "population": {"kind": "synthetic", "accounts": 200},
+    })
+    ds = stress.run(cfg, workers=1, out=tmp_path)
+    assert ds.sizes["path"] == 3
+    assert (tmp_path / "results.nc").is_file()
+    assert f"kind: {market['kind']}" in ds.attrs["config"]
+    assert np.all(np.isfinite(ds["shortfall"].values))
