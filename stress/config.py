@@ -285,13 +285,61 @@ class SyntheticPopulation(Strict):
         default=False,
         description="Draw a new book for every path (from the path's seed) instead of one "
                     "book per run.")
+    cross_fraction: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Share of accounts in cross margin; null = every account uses "
+                    "`exchange.margin_mode`.")
+    free_balance: float = Field(
+        default=1.0, ge=0,
+        description="Wallet balance beyond the position's margin, as a multiple of that margin. "
+                    "A cross-margin account's whole wallet backs its position; an isolated "
+                    "account's free balance stays aside.")
+    stop_loss: "StopLossBehaviour" = Field(default_factory=lambda: StopLossBehaviour(),
+                                           description="Stop-loss orders.")
+    top_up: "TopUpBehaviour" = Field(default_factory=lambda: TopUpBehaviour(),
+                                     description="Margin top-ups at margin alerts.")
+
+
+class StopLossBehaviour(Strict):
+    adoption: float = Field(default=0.0, ge=0, le=1,
+                            description="Share of accounts with a stop-loss order.")
+    distance: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="Stop distance from the entry price, fraction: a long's stop at "
+                    "entry·(1 − distance), a short's at entry·(1 + distance). Triggered at the "
+                    "mark, filled at the step's execution price (it gaps through in a crash).")
+
+
+class TopUpResponse(Strict):
+    probability: float = Field(
+        default=1.0, ge=0, le=1,
+        description="Probability that an account with budget left adds collateral when its "
+                    "margin ratio crosses an alert level (`exchange.margin_alerts`).")
+    target_ratio: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="Margin ratio (maintenance requirement / margin balance) the top-up "
+                    "restores; null = half the alert level crossed.")
+
+
+class TopUpBehaviour(TopUpResponse):
+    adoption: float = Field(default=0.0, ge=0, le=1,
+                            description="Share of accounts with a top-up budget.")
+    budget: float = Field(default=1.0, gt=0,
+                          description="Top-up budget per adopting account, as a multiple of "
+                                      "the position's initial margin.")
 
 
 class CSVPopulation(Strict):
     kind: Literal["csv"]
     path: str = Field(description="CSV snapshot (relative to the config file) with columns "
                                   "`account_id, qty, entry_price, collateral` and optional "
-                                  "`leverage`; qty signed (+ long, − short), base units.")
+                                  "`leverage, margin_mode, wallet_balance, stop_price, "
+                                  "topup_budget`; qty signed (+ long, − short), base units "
+                                  "(inverse contracts: USD face value); collateral and "
+                                  "wallet balance in the margin currency.")
+    top_up: TopUpResponse = Field(default_factory=TopUpResponse,
+                                  description="How accounts with a `topup_budget` respond to "
+                                              "margin alerts.")
 
 
 Population = Annotated[Union[SyntheticPopulation, CSVPopulation], Field(discriminator="kind")]
@@ -309,16 +357,55 @@ class TierRow(Strict):
 
 
 class ExchangeConfig(Strict):
+    preset: Literal["binance_usdm", "bybit_linear", "okx", "gate", "hyperliquid"] | None = Field(
+        default=None,
+        description="Venue preset: fills the tier table, fees, liquidation style and margin "
+                    "conventions of that venue's BTC perpetual (see `stress/data/presets/`); "
+                    "keys set here override it.")
     tiers: str | list[TierRow] = Field(
         default="binance_btcusdt_2021",
-        description="Tier table: a built-in name (`binance_btcusdt_2021`), a CSV path with "
-                    "columns `notional_floor, notional_cap, mmr, maint_amount, max_leverage`, "
-                    "or an inline list of rows.")
-    margin_mode: Literal["isolated"] = Field(
-        default="isolated", description="Margin mode (isolated: each position's collateral "
-                                        "alone backs it).")
-    liquidation: Literal["full"] = Field(
-        default="full", description="Liquidation style (full: the whole position is closed).")
+        description="Tier table: a built-in name (`binance_btcusdt_2021`, or a preset's table), "
+                    "a CSV path with columns `notional_floor, notional_cap, mmr, maint_amount, "
+                    "max_leverage`, or an inline list of rows. Brackets in the margin currency "
+                    "(coin for inverse contracts).")
+    contract: Literal["linear", "inverse"] = Field(
+        default="linear",
+        description="`linear` (quote-margined: PnL and collateral in quote) or `inverse` "
+                    "(coin-margined, as BitMEX and the coin-margined books: qty is USD face "
+                    "value, PnL and collateral in coin; shortfalls reported in coin and quote).")
+    margin_mode: Literal["isolated", "cross"] = Field(
+        default="isolated",
+        description="Default margin mode: `isolated` (the position's collateral alone backs it) "
+                    "or `cross` (the account's whole wallet balance does).")
+    mm_basis: Literal["mark", "entry"] = Field(
+        default="mark",
+        description="Maintenance margin on the notional at the mark (`mark`: Binance, OKX, "
+                    "Gate, Hyperliquid) or at entry (`entry`: Bybit's isolated USDT formula).")
+    requirement_fee_rate: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Fee rate counted inside the maintenance requirement (the taker fee to "
+                    "close, as OKX and Gate do): liquidation when equity ≤ MM + rate·notional.")
+    liquidation: Literal["full", "partial", "stepwise"] = Field(
+        default="full",
+        description="`full`: close the whole position; `partial`: close `partial_fraction` "
+                    "and re-check (positions in tier `partial_min_tier` or above); `stepwise` "
+                    "(Gate): lower the risk-limit tier one step at a time, closing what exceeds "
+                    "the lower tier's cap and re-checking, before closing the rest in tier 1.")
+    partial_fraction: float = Field(
+        default=0.5, gt=0, le=1,
+        description="Fraction of the position closed per partial-liquidation step.")
+    partial_min_tier: int = Field(
+        default=2, ge=1,
+        description="Lowest tier (1-based, at the mark notional) whose positions are "
+                    "liquidated partially; smaller positions are closed at once.")
+    surplus_to: Literal["fund", "trader"] = Field(
+        default="fund",
+        description="Where the equity left after a liquidation and its fee goes: to the "
+                    "insurance fund (Binance, Bybit, OKX) or back to the trader (Hyperliquid).")
+    margin_alerts: list[float] = Field(
+        default=[], max_length=4,
+        description="Margin-ratio alert levels (maintenance requirement / margin balance, "
+                    "ascending, in (0, 1)); crossings are counted and trigger top-ups.")
     liquidation_fee_rate: float = Field(
         default=0.0, ge=0, lt=1,
         description="Liquidation fee, fraction of the closed notional at the execution price; "
@@ -334,6 +421,16 @@ class ExchangeConfig(Strict):
                     "price, minutes; 0 = the mark is the index.")
     funding: "FundingConfig" = Field(default_factory=lambda: FundingConfig(),
                                      description="Funding payments between longs and shorts.")
+
+    @field_validator("margin_alerts")
+    @classmethod
+    def _alerts(cls, v):
+        for i, a in enumerate(v):
+            if not 0 < a < 1:
+                raise ConfigError(str(i), "an alert level must be in (0, 1)", a)
+            if i and a <= v[i - 1]:
+                raise ConfigError(str(i), f"alert levels must ascend (previous {v[i - 1]})", a)
+        return v
 
 
 class FundingConfig(Strict):
@@ -615,6 +712,7 @@ def _validate(data: Any, source: str | None, base_dir: Path) -> Config:
                               "run, market, population, exchange, fund, policies",
                           source=source)
     try:
+        data = _apply_preset(data)
         cfg = Config.model_validate(data)
     except ValidationError as err:
         raise _from_validation_error(err, source) from None
@@ -624,6 +722,26 @@ def _validate(data: Any, source: str | None, base_dir: Path) -> Config:
     cfg._source = source
     _check_files(cfg)
     return cfg
+
+
+def _apply_preset(data: dict) -> dict:
+    """Lay ``exchange.preset``'s settings under the exchange keys the config sets itself."""
+    ex = data.get("exchange")
+    if not isinstance(ex, dict) or ex.get("preset") is None:
+        return data
+    from stress.exchange.presets import load_preset
+    merged = _deep_merge(load_preset(ex["preset"]), ex)
+    return {**data, "exchange": merged}
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _check_files(cfg: Config) -> None:
@@ -684,6 +802,8 @@ _DOC_SECTIONS = (
     ("population (kind: synthetic)", SyntheticPopulation, "population"),
     ("population.leverage", LeverageMix, "population.leverage"),
     ("population.notional", NotionalLaw, "population.notional"),
+    ("population.stop_loss", StopLossBehaviour, "population.stop_loss"),
+    ("population.top_up", TopUpBehaviour, "population.top_up"),
     ("population (kind: csv)", CSVPopulation, "population"),
     ("exchange", ExchangeConfig, None),
     ("exchange.tiers (inline rows)", TierRow, "exchange.tiers[]"),

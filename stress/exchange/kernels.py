@@ -6,15 +6,23 @@ obviously-correct version of the same rules is
 :mod:`stress.exchange.reference`; the tests check that both agree.
 
 Why it is fast: while an account's position and collateral do not change,
-its liquidation trigger ``equity ≤ MM`` is a price threshold (its liquidation
-price). The kernel keeps open longs sorted by threshold (highest first) and
-shorts (lowest first); each step walks each side from its head only while
-the mark crosses the threshold, so a path costs O(steps + liquidations)
-after an O(n log n) sort shared by every policy and path that use the book.
-Each candidate is confirmed with the exact ``equity ≤ MM`` test, so the
-threshold only has to be a safe filter. When ADL or a socialised haircut
-changes an account's position or collateral, its threshold is recomputed and
-it is checked on its own each step until the next re-sort of the book.
+every event that can happen to it (liquidation ``equity ≤ requirement``, its
+stop-loss, its next margin alert) is triggered by the mark crossing a price;
+the nearest of those prices is the account's threshold. The kernel keeps open
+longs sorted by threshold (highest first) and shorts (lowest first); each
+step walks each side from its head only while the mark crosses the
+threshold, so a path costs O(steps + events) after an O(n log n) sort shared
+by every policy and path that use the book. Each candidate is confirmed with
+the exact tests, so the threshold only has to be a safe filter. When ADL, a
+haircut, funding, a top-up or a partial liquidation changes an account, its
+threshold is recomputed and it is checked on its own each step until the
+next re-sort of the book.
+
+Accounts are rows of a float64 array ``acct[n, N_ACCT]`` with the columns
+below; the tier table is ``tt[4, k]`` (floor, cap with ``cap[-1] = inf``,
+mmr, maintenance amount). Contracts are linear here: an inverse contract is
+simulated as a linear one in the price ``1/P`` (see
+:func:`stress.exchange.contracts`).
 """
 
 from __future__ import annotations
@@ -25,10 +33,30 @@ from stress._jit import njit
 from stress.runner.variables import (ADL_COST, ADL_NOTIONAL, CASCADE_CAP_HITS,
                                      CASCADE_MOVE, CASCADE_ROUNDS, FUND_DEPLETED, FUND_FINAL,
                                      FUND_INFLOW, FUND_MIN, FUND_PAID, FUNDING_VOLUME,
-                                     LIQUIDATED_NOTIONAL, MARK_INDEX_GAP, N_ADL,
-                                     N_LIQUIDATIONS, N_METRICS,
-                                     N_SHORTFALLS, P, PARAMS, PLATFORM_LOSS, RESIDUAL,
-                                     SHORTFALL, SOCIALISED_LOSS, TIME_TO_DEPLETION)
+                                     LIQUIDATED_NOTIONAL, MARK_INDEX_GAP, MAX_ALERTS, N_ADL,
+                                     N_ALERTS_HIT, N_LIQUIDATIONS, N_METRICS, N_PARTIAL,
+                                     N_SHORTFALLS, N_STOPS, N_TOPUPS, P, PARAMS,
+                                     PLATFORM_LOSS, RESIDUAL, SHORTFALL, SHORTFALL_QUOTE,
+                                     SOCIALISED_LOSS, STOP_NOTIONAL, TIME_TO_DEPLETION,
+                                     TOPUP_VOLUME)
+
+# Columns of the account array.
+Q = 0  # signed quantity (base units; + long)
+E = 1  # entry price
+C = 2  # collateral backing the position (isolated margin, or the cross wallet)
+THR = 3  # event threshold (price)
+STOP = 4  # stop-loss trigger price, NaN = none
+BUDGET = 5  # top-up budget left
+ALERT = 6  # index of the next margin-alert level to cross
+U = 7  # the account's uniform draw of the path, for top-up decisions
+NTOP = 8  # top-up decisions made so far
+N_ACCT = 9
+
+# Rows of the tier array.
+T_FLOOR = 0
+T_CAP = 1
+T_MMR = 2
+T_AMT = 3
 
 P_FUND_INITIAL = P["fund_initial"]
 P_FEE_RATE = P["fee_rate"]
@@ -49,16 +77,41 @@ P_FUNDING_RATE = P["funding_rate"]
 P_FUNDING_INTEREST = P["funding_interest"]
 P_FUNDING_CLAMP = P["funding_clamp"]
 P_FUNDING_CAP = P["funding_cap"]
+P_REQ_FEE = P["req_fee"]
+P_MM_ENTRY = P["mm_entry"]
+P_LIQ_STYLE = P["liq_style"]
+P_PARTIAL_FRACTION = P["partial_fraction"]
+P_PARTIAL_MIN_TIER = P["partial_min_tier"]
+P_SURPLUS_TO_TRADER = P["surplus_to_trader"]
+P_TOPUP_PROB = P["topup_prob"]
+P_TOPUP_TARGET = P["topup_target"]
+P_INVERSE = P["inverse"]
+P_N_ALERTS = P["n_alerts"]
+P_ALERT0 = P["alert0"]
 
 LAYER_FUND = 0
 LAYER_ADL = 1
 LAYER_SOCIALISED = 2
 LAYER_PLATFORM = 3
 
-# Relative slack of the threshold filter; the exact test decides.
+STYLE_FULL = 0
+STYLE_PARTIAL = 1
+STYLE_STEPWISE = 2
+
+# Actions of a candidate account at the mark.
+ACT_NONE = 0
+ACT_STOP = 1
+ACT_LIQUIDATE = 2
+ACT_ALERT = 3
+
+# Relative slack of the threshold filter; the exact tests decide.
 _SLACK = 1e-9
 # Largest price impact of one round's forced orders, fraction of the price.
 MAX_IMPACT = 0.99
+# Most partial-liquidation steps of one account in one round before it is closed.
+MAX_PARTIAL_STEPS = 64
+# Weyl increment (golden ratio) of an account's successive top-up decisions.
+_PHI = 0.6180339887498949
 
 
 @njit(cache=True)
@@ -77,42 +130,84 @@ def maintenance_margin(notional, cap, mmr, amt):
 
 
 @njit(cache=True)
-def is_breached(qty, entry, collateral, mark, cap, mmr, amt):
-    """Exact trigger: equity ≤ maintenance margin at the mark."""
-    if qty == 0.0:
-        return False
-    equity = collateral + qty * (mark - entry)
-    return equity <= maintenance_margin(abs(qty) * mark, cap, mmr, amt)
+def requirement(qty, entry, mark, tt, req_fee, mm_entry):
+    """Maintenance requirement at ``mark``: MM of the notional at the mark (or at entry,
+    ``mm_entry``) plus ``req_fee`` × the notional at the mark."""
+    aq = abs(qty)
+    n = aq * entry if mm_entry else aq * mark
+    k = tier_index(n, tt[T_CAP])
+    return n * tt[T_MMR, k] - tt[T_AMT, k] + req_fee * aq * mark
 
 
 @njit(cache=True)
-def liquidation_threshold(qty, entry, collateral, floor, cap, mmr, amt):
-    """Liquidation price widened by a relative slack: a long can only be breached
-    at ``mark <= threshold``, a short only at ``mark >= threshold``.
+def is_breached(qty, entry, collateral, mark, tt, req_fee, mm_entry, scale):
+    """Exact trigger: equity ≤ scale × requirement at the mark (scale 1: liquidation;
+    1/level: the margin ratio reached an alert level)."""
+    if qty == 0.0:
+        return False
+    equity = collateral + qty * (mark - entry)
+    return equity <= scale * requirement(qty, entry, mark, tt, req_fee, mm_entry)
 
-    Per tier, ``equity(p) − MM(p)`` is linear in p; the liquidatable set of a
-    long is bounded above by the largest in-bracket root (below for a short).
-    This holds for discontinuous tables too, where it is only a bound.
+
+@njit(cache=True)
+def threshold(qty, entry, collateral, tt, req_fee, mm_entry, scale):
+    """Price bound of the trigger ``equity ≤ scale × requirement``, widened by a
+    relative slack: a long can only be breached at ``mark <= threshold``, a short
+    only at ``mark >= threshold``.
+
+    Per tier, ``equity(p) − scale·requirement(p) = A + B·p`` is linear in p; the
+    breached set of a long is bounded above by the largest in-bracket bound
+    (below for a short). This holds for discontinuous tables too, where it is
+    only a bound. With ``mm_entry`` the maintenance margin is a constant (the
+    tier of the entry notional) and there is one piece.
     """
     q = abs(qty)
+    floor = tt[T_FLOOR]
+    cap = tt[T_CAP]
+    mmr = tt[T_MMR]
+    amt = tt[T_AMT]
     n = cap.shape[0]
+    if mm_entry:
+        k = tier_index(q * entry, cap)
+        mm_e = q * entry * mmr[k] - amt[k]
+        n = 1
     if qty > 0.0:
         best = -np.inf
         for k in range(n):
-            root = (q * entry - collateral - amt[k]) / (q * (1.0 - mmr[k]))
-            lo = floor[k] / q
-            hi = cap[k] / q
-            if root > lo or k == 0:
-                c = root if root < hi else hi
-                if c > best:
-                    best = c
+            if mm_entry:
+                a = collateral - q * entry - scale * mm_e
+                b = q * (1.0 - scale * req_fee)
+                lo = 0.0
+                hi = np.inf
+            else:
+                a = collateral - q * entry + scale * amt[k]
+                b = q * (1.0 - scale * (mmr[k] + req_fee))
+                lo = floor[k] / q
+                hi = cap[k] / q
+            if b > 0.0:
+                root = -a / b
+                if root > lo or k == 0:
+                    c = root if root < hi else hi
+                    if c > best:
+                        best = c
+            elif a + b * hi <= 0.0 or (b < 0.0 and hi == np.inf):
+                # Equity falls no faster than the requirement: the top of the bracket
+                # is breached (and with it everything above the root).
+                if hi > best:
+                    best = hi
         return best + _SLACK * abs(best)
     elif qty < 0.0:
         best = np.inf
         for k in range(n):
-            root = (q * entry + collateral + amt[k]) / (q * (1.0 + mmr[k]))
-            lo = floor[k] / q
-            hi = cap[k] / q
+            if mm_entry:
+                root = (collateral + q * entry - scale * mm_e) / (q * (1.0 + scale * req_fee))
+                lo = 0.0
+                hi = np.inf
+            else:
+                root = ((q * entry + collateral + scale * amt[k])
+                        / (q * (1.0 + scale * (mmr[k] + req_fee))))
+                lo = floor[k] / q
+                hi = cap[k] / q
             if root <= hi:
                 c = root if root > lo else lo
                 if c < best:
@@ -122,65 +217,125 @@ def liquidation_threshold(qty, entry, collateral, floor, cap, mmr, amt):
 
 
 @njit(cache=True)
-def sort_book(qty, thr, lorder, sorder, lkey, skey):
+def liquidation_threshold(qty, entry, collateral, floor, cap, mmr, amt):
+    """:func:`threshold` of the liquidation trigger with MM on the mark notional and
+    no fee in the requirement (the tier table given as four arrays)."""
+    tt = np.empty((4, cap.shape[0]))
+    tt[T_FLOOR] = floor
+    tt[T_CAP] = cap
+    tt[T_MMR] = mmr
+    tt[T_AMT] = amt
+    return threshold(qty, entry, collateral, tt, 0.0, False, 1.0)
+
+
+@njit(cache=True)
+def event_threshold(i, acct, tt, params):
+    """The nearest price at which something happens to account ``i``: its
+    liquidation, its stop-loss or its next margin alert."""
+    q = acct[i, Q]
+    if q == 0.0:
+        return np.nan
+    req_fee = params[P_REQ_FEE]
+    mm_entry = params[P_MM_ENTRY] != 0.0
+    thr = threshold(q, acct[i, E], acct[i, C], tt, req_fee, mm_entry, 1.0)
+    stop = acct[i, STOP]
+    if stop == stop:
+        if (q > 0.0 and stop > thr) or (q < 0.0 and stop < thr):
+            thr = stop
+    a = int(acct[i, ALERT])
+    if a < int(params[P_N_ALERTS]):
+        t2 = threshold(q, acct[i, E], acct[i, C], tt, req_fee, mm_entry,
+                       1.0 / params[P_ALERT0 + a])
+        if (q > 0.0 and t2 > thr) or (q < 0.0 and t2 < thr):
+            thr = t2
+    return thr
+
+
+@njit(cache=True)
+def action(i, mark, acct, tt, params):
+    """What happens to account ``i`` at ``mark``: liquidation (it takes precedence:
+    the engine cancels the trader's orders), its stop-loss, a margin alert, or nothing."""
+    q = acct[i, Q]
+    if q == 0.0:
+        return ACT_NONE
+    e = acct[i, E]
+    c = acct[i, C]
+    req_fee = params[P_REQ_FEE]
+    mm_entry = params[P_MM_ENTRY] != 0.0
+    if is_breached(q, e, c, mark, tt, req_fee, mm_entry, 1.0):
+        return ACT_LIQUIDATE
+    stop = acct[i, STOP]
+    if stop == stop and ((q > 0.0 and mark <= stop) or (q < 0.0 and mark >= stop)):
+        return ACT_STOP
+    a = int(acct[i, ALERT])
+    if a < int(params[P_N_ALERTS]) and is_breached(q, e, c, mark, tt, req_fee, mm_entry,
+                                                   1.0 / params[P_ALERT0 + a]):
+        return ACT_ALERT
+    return ACT_NONE
+
+
+@njit(cache=True)
+def sort_book(acct, lorder, sorder, lkey, skey):
     """Open longs by threshold, highest first, into ``lorder``; open shorts, lowest
     first, into ``sorder``; the thresholds at sorting time into ``lkey``/``skey``.
     Returns the counts ``(n_long, n_short)``."""
     nl = 0
     ns = 0
-    for i in range(qty.shape[0]):
-        if qty[i] > 0.0:
+    for i in range(acct.shape[0]):
+        if acct[i, Q] > 0.0:
             lorder[nl] = i
             nl += 1
-        elif qty[i] < 0.0:
+        elif acct[i, Q] < 0.0:
             sorder[ns] = i
             ns += 1
     key = np.empty(nl)
     for j in range(nl):
-        key[j] = -thr[lorder[j]]
+        key[j] = -acct[lorder[j], THR]
     perm = np.argsort(key, kind="mergesort")
     tmp = lorder[:nl].copy()
     for j in range(nl):
         lorder[j] = tmp[perm[j]]
-        lkey[j] = thr[lorder[j]]
+        lkey[j] = acct[lorder[j], THR]
     key = np.empty(ns)
     for j in range(ns):
-        key[j] = thr[sorder[j]]
+        key[j] = acct[sorder[j], THR]
     perm = np.argsort(key, kind="mergesort")
     tmp = sorder[:ns].copy()
     for j in range(ns):
         sorder[j] = tmp[perm[j]]
-        skey[j] = thr[sorder[j]]
+        skey[j] = acct[sorder[j], THR]
     return nl, ns
 
 
 @njit(cache=True)
-def prepare_book(qty, entry, collateral, floor, cap, mmr, amt):
-    """Thresholds and sorted orders of a book: ``(thr, lorder, sorder, n_long, n_short)``.
+def prepare_book(acct, tt, params):
+    """Fill ``acct[:, THR]`` and sort the book: ``(lorder, sorder, n_long, n_short)``.
 
-    Computed once per book and shared (copied) by every policy and path that uses it.
+    Computed once per book and shared (copied) by every policy and path that use
+    it (the thresholds depend on the exchange's rules in ``params``, not on the
+    policy).
     """
-    n = qty.shape[0]
-    thr = np.empty(n)
+    n = acct.shape[0]
     for i in range(n):
-        thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr, amt)
+        acct[i, THR] = event_threshold(i, acct, tt, params)
     lorder = np.empty(n, dtype=np.int64)
     sorder = np.empty(n, dtype=np.int64)
-    nl, ns = sort_book(qty, thr, lorder, sorder, np.empty(n), np.empty(n))
-    return thr, lorder, sorder, nl, ns
+    nl, ns = sort_book(acct, lorder, sorder, np.empty(n), np.empty(n))
+    return lorder, sorder, nl, ns
 
 
 @njit(cache=True)
-def _touch(i, qty, touched):
-    """Record that account ``i``'s threshold changed (``touched[0]`` is the count; a
-    closed position needs no record: the walks skip it)."""
-    if qty[i] != 0.0:
+def _moved(i, acct, tt, params, touched):
+    """Account ``i`` changed: recompute its threshold and record it (``touched[0]`` is
+    the count; a closed position needs no record: the walks skip it)."""
+    acct[i, THR] = event_threshold(i, acct, tt, params)
+    if acct[i, Q] != 0.0:
         touched[0] += 1
         touched[touched[0]] = i
 
 
 @njit(cache=True)
-def _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue, score):
+def _adl_queue(bside, mark, acct, adl_basis, queue, score):
     """Rank the counterparties of a bankrupt ``bside`` position into ``queue``.
 
     Opposite-side accounts with positive uPnL at the mark, highest
@@ -189,13 +344,13 @@ def _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue, score):
     account order. Returns the queue length.
     """
     m = 0
-    for i in range(qty.shape[0]):
-        q = qty[i]
+    for i in range(acct.shape[0]):
+        q = acct[i, Q]
         if q * bside < 0.0:
-            upnl = q * (mark - entry[i])
+            upnl = q * (mark - acct[i, E])
             if upnl > 0.0:
-                eq = collateral[i] + upnl
-                base = collateral[i] if adl_basis == 0 else abs(q) * entry[i]
+                eq = acct[i, C] + upnl
+                base = acct[i, C] if adl_basis == 0 else abs(q) * acct[i, E]
                 queue[m] = i
                 # Negated so that an ascending stable sort puts the highest score
                 # first and keeps account order among ties. A winner without margin
@@ -213,8 +368,7 @@ def _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue, score):
 
 
 @njit(cache=True)
-def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr, amt,
-         adl_basis, queues, score, qstate, touched, out):
+def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touched, out):
     """Close the uncovered part of a bankrupt position against opposite-side winners.
 
     ``need`` is the loss to cover; the bankrupt side is ``bside`` (+1 long).
@@ -230,8 +384,7 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
     k = 0 if bside > 0.0 else 1
     queue = queues[k]
     if qstate[2 * k] < 0:
-        qstate[2 * k] = _adl_queue(bside, mark, qty, entry, collateral, adl_basis, queue,
-                                   score)
+        qstate[2 * k] = _adl_queue(bside, mark, acct, int(params[P_ADL_BASIS]), queue, score)
         qstate[2 * k + 1] = 0
     m = qstate[2 * k]
     r = qstate[2 * k + 1]
@@ -239,7 +392,7 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
     covered = 0.0
     while r < m:
         i = queue[r]
-        q = qty[i]
+        q = acct[i, Q]
         if q == 0.0:
             r += 1
             continue
@@ -249,21 +402,19 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
         if take >= need_qty:
             take = need_qty
             full = True
-        realised = s * take * (bp - entry[i])
-        if collateral[i] + realised < 0.0:
+        realised = s * take * (bp - acct[i, E])
+        if acct[i, C] + realised < 0.0:
             # Never make the counterparty bankrupt: close only what its margin pays.
-            take = collateral[i] / abs(bp - entry[i])
-            realised = -collateral[i]
+            take = acct[i, C] / abs(bp - acct[i, E])
+            realised = -acct[i, C]
             full = False
         if take > 0.0:
-            collateral[i] += realised
+            acct[i, C] += realised
             if take >= abs(q):
-                qty[i] = 0.0
+                acct[i, Q] = 0.0
             else:
-                qty[i] = q - s * take
-            thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap, mmr,
-                                           amt)
-            _touch(i, qty, touched)
+                acct[i, Q] = q - s * take
+            _moved(i, acct, tt, params, touched)
             out[N_ADL] += 1.0
             out[ADL_NOTIONAL] += take * bp
             need_qty -= take
@@ -282,9 +433,9 @@ def _adl(bside, bp, x, need, mark, qty, entry, collateral, thr, floor, cap, mmr,
 
 
 @njit(cache=True)
-def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fund,
-               qty, entry, collateral, thr, floor, cap, mmr, amt, adl_basis, queues, score,
-               qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp, pend_x, n_pend):
+def _waterfall(start, remaining, t, layers, bside, bp, x, mark, fund, acct, tt, params,
+               queues, score, qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp,
+               pend_x, n_pend):
     """Run ``remaining`` through ``layers[start:]``; returns (fund, n_pend).
 
     A ``socialised`` layer defers the loss to the end of the step (see
@@ -299,15 +450,15 @@ def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fu
             if remaining > fund:
                 if out[FUND_DEPLETED] == 0.0:
                     out[FUND_DEPLETED] = 1.0
-                    out[TIME_TO_DEPLETION] = t * step_minutes
+                    out[TIME_TO_DEPLETION] = t * params[P_STEP_MINUTES]
             fund -= pay
             remaining -= pay
             out[FUND_PAID] += pay
             if fund < out[FUND_MIN]:
                 out[FUND_MIN] = fund
         elif layer == LAYER_ADL:
-            c = _adl(bside, bp, x, remaining, mark, qty, entry, collateral, thr, floor, cap,
-                     mmr, amt, adl_basis, queues, score, qstate, touched, out)
+            c = _adl(bside, bp, x, remaining, mark, acct, tt, params, queues, score, qstate,
+                     touched, out)
             out[ADL_COST] += c
             remaining -= c
         elif layer == LAYER_SOCIALISED:
@@ -327,39 +478,38 @@ def _waterfall(start, remaining, t, step_minutes, layers, bside, bp, x, mark, fu
 
 
 @njit(cache=True)
-def _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt, touched):
+def _socialise(pot, mark, acct, tt, params, touched):
     """Charge ``pot`` to accounts with positive uPnL, pro rata, each at most its uPnL.
 
     Returns the amount charged.
     """
     total = 0.0
-    for i in range(qty.shape[0]):
-        if qty[i] != 0.0:
-            upnl = qty[i] * (mark - entry[i])
+    for i in range(acct.shape[0]):
+        if acct[i, Q] != 0.0:
+            upnl = acct[i, Q] * (mark - acct[i, E])
             if upnl > 0.0:
                 total += upnl
     if total <= 0.0:
         return 0.0
     everything = pot >= total
-    for i in range(qty.shape[0]):
-        if qty[i] != 0.0:
-            upnl = qty[i] * (mark - entry[i])
+    for i in range(acct.shape[0]):
+        if acct[i, Q] != 0.0:
+            upnl = acct[i, Q] * (mark - acct[i, E])
             if upnl > 0.0:
                 charge = upnl if everything else pot * (upnl / total)
-                collateral[i] -= charge
-                thr[i] = liquidation_threshold(qty[i], entry[i], collateral[i], floor, cap,
-                                               mmr, amt)
-                _touch(i, qty, touched)
+                acct[i, C] -= charge
+                _moved(i, acct, tt, params, touched)
     return total if everything else pot
 
 
 @njit(cache=True)
-def _detect(mark, qty, entry, collateral, thr, lorder, sorder, lkey, skey, lhead, shead, nl,
-            ns, is_loose, loose, n_loose, cap, mmr, amt, liq):
-    """Breached accounts at ``mark`` into ``liq``, in account order; returns their count.
+def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
+            is_loose, loose, n_loose, cand, act):
+    """Accounts with something to do at ``mark`` into ``cand`` (actions in ``act``), in
+    account order; returns their count.
 
     Walk each sorted side from its head while the sort-time threshold is crossed,
-    then check the loose accounts; the exact ``equity ≤ MM`` test confirms each.
+    then check the loose accounts; :func:`action` confirms each.
     """
     m = 0
     i = lhead
@@ -367,39 +517,51 @@ def _detect(mark, qty, entry, collateral, thr, lorder, sorder, lkey, skey, lhead
         if lkey[i] < mark:
             break
         a = lorder[i]
-        if not is_loose[a] and qty[a] > 0.0 and is_breached(qty[a], entry[a], collateral[a],
-                                                            mark, cap, mmr, amt):
-            liq[m] = a
-            m += 1
+        if not is_loose[a] and acct[a, Q] > 0.0:
+            w = action(a, mark, acct, tt, params)
+            if w != ACT_NONE:
+                cand[m] = a
+                act[m] = w
+                m += 1
         i += 1
     i = shead
     while i < ns:
         if skey[i] > mark:
             break
         a = sorder[i]
-        if not is_loose[a] and qty[a] < 0.0 and is_breached(qty[a], entry[a], collateral[a],
-                                                            mark, cap, mmr, amt):
-            liq[m] = a
-            m += 1
+        if not is_loose[a] and acct[a, Q] < 0.0:
+            w = action(a, mark, acct, tt, params)
+            if w != ACT_NONE:
+                cand[m] = a
+                act[m] = w
+                m += 1
         i += 1
     for j in range(n_loose):
         a = loose[j]
-        q = qty[a]
-        if (q > 0.0 and mark <= thr[a]) or (q < 0.0 and mark >= thr[a]):
-            if is_breached(q, entry[a], collateral[a], mark, cap, mmr, amt):
-                liq[m] = a
+        q = acct[a, Q]
+        thr = acct[a, THR]
+        if (q > 0.0 and mark <= thr) or (q < 0.0 and mark >= thr):
+            w = action(a, mark, acct, tt, params)
+            if w != ACT_NONE:
+                cand[m] = a
+                act[m] = w
                 m += 1
     if m > 1:
-        liq[:m] = np.sort(liq[:m])
+        perm = np.argsort(cand[:m], kind="mergesort")
+        c2 = cand[:m].copy()
+        a2 = act[:m].copy()
+        for j in range(m):
+            cand[j] = c2[perm[j]]
+            act[j] = a2[perm[j]]
     return m
 
 
 @njit(cache=True)
-def _loosen(qty, touched, is_loose, loose, n_loose):
+def _loosen(acct, touched, is_loose, loose, n_loose):
     """Accounts whose thresholds moved become loose; closed ones leave the list."""
     for j in range(1, touched[0] + 1):
         a = touched[j]
-        if qty[a] != 0.0 and not is_loose[a]:
+        if acct[a, Q] != 0.0 and not is_loose[a]:
             is_loose[a] = True
             loose[n_loose] = a
             n_loose += 1
@@ -407,7 +569,7 @@ def _loosen(qty, touched, is_loose, loose, n_loose):
     k = 0
     for j in range(n_loose):
         a = loose[j]
-        if qty[a] != 0.0:
+        if acct[a, Q] != 0.0:
             loose[k] = a
             k += 1
         else:
@@ -416,12 +578,114 @@ def _loosen(qty, touched, is_loose, loose, n_loose):
 
 
 @njit(cache=True)
-def _resort(qty, thr, lorder, sorder, lkey, skey, is_loose, loose, n_loose):
+def _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose):
     """Re-sort the open book on the current thresholds; no account is loose after."""
-    nl, ns = sort_book(qty, thr, lorder, sorder, lkey, skey)
+    nl, ns = sort_book(acct, lorder, sorder, lkey, skey)
     for j in range(n_loose):
         is_loose[loose[j]] = False
     return nl, ns
+
+
+@njit(cache=True)
+def _alert(i, mark, acct, tt, params, out):
+    """Account ``i``'s margin ratio crossed one or more alert levels at ``mark``.
+
+    Counts the levels crossed; an account with budget left then tops up with
+    probability ``topup_prob`` (its k-th decision compares ``frac(u + k·φ)`` with
+    it, ``u`` its uniform draw of the path): it adds what brings the margin ratio
+    back to ``topup_target`` (default half the deepest level crossed), at most its
+    budget, and its alerts re-arm at the levels above the new ratio.
+    """
+    q = acct[i, Q]
+    e = acct[i, E]
+    req = requirement(q, e, mark, tt, params[P_REQ_FEE], params[P_MM_ENTRY] != 0.0)
+    eq = acct[i, C] + q * (mark - e)
+    na = int(params[P_N_ALERTS])
+    a = int(acct[i, ALERT])
+    level = 0.0
+    while a < na and eq <= (1.0 / params[P_ALERT0 + a]) * req:
+        level = params[P_ALERT0 + a]
+        out[N_ALERTS_HIT] += 1.0
+        a += 1
+    acct[i, ALERT] = a
+    prob = params[P_TOPUP_PROB]
+    if acct[i, BUDGET] > 0.0 and prob > 0.0 and level > 0.0:
+        v = acct[i, U] + acct[i, NTOP] * _PHI
+        v -= np.floor(v)
+        acct[i, NTOP] += 1.0
+        if v < prob:
+            target = params[P_TOPUP_TARGET]
+            if target <= 0.0:
+                target = 0.5 * level
+            add = req / target - eq
+            if add > acct[i, BUDGET]:
+                add = acct[i, BUDGET]
+            if add > 0.0:
+                acct[i, C] += add
+                acct[i, BUDGET] -= add
+                out[N_TOPUPS] += 1.0
+                out[TOPUP_VOLUME] += add
+                eq += add
+                a = 0
+                while a < na and eq <= (1.0 / params[P_ALERT0 + a]) * req:
+                    a += 1
+                acct[i, ALERT] = a
+
+
+@njit(cache=True)
+def _planned(i, act_i, mark, acct, tt, params):
+    """Quantity the round's first order for account ``i`` closes (for its impact)."""
+    aq = abs(acct[i, Q])
+    if act_i != ACT_LIQUIDATE:
+        return aq
+    style = int(params[P_LIQ_STYLE])
+    if style == STYLE_FULL:
+        return aq
+    k = tier_index(aq * mark, tt[T_CAP])
+    if style == STYLE_PARTIAL:
+        if k + 1 < params[P_PARTIAL_MIN_TIER]:
+            return aq
+        return params[P_PARTIAL_FRACTION] * aq
+    if k == 0:
+        return aq
+    return aq - tt[T_CAP, k - 1] / mark
+
+
+@njit(cache=True)
+def _reduce(i, x, mark, fund, acct, tt, params, out):
+    """Partial or stepwise liquidation of account ``i`` at fill ``x``.
+
+    Closes the planned part (a fraction, or what exceeds the next-lower tier's
+    cap at the mark), realises its PnL into the collateral, takes the fee on it,
+    and re-checks at the mark; repeats until the account is healthy. Returns
+    ``(fund, done)``: ``done`` is False when the rest must be closed in full (the
+    position is in the bottom tier, below the partial tier, would not survive the
+    fill, or kept breaching).
+    """
+    req_fee = params[P_REQ_FEE]
+    mm_entry = params[P_MM_ENTRY] != 0.0
+    fee_rate = params[P_FEE_RATE]
+    for _ in range(MAX_PARTIAL_STEPS):
+        q = acct[i, Q]
+        aq = abs(q)
+        dq = _planned(i, ACT_LIQUIDATE, mark, acct, tt, params)
+        if dq >= aq:
+            return fund, False
+        e = acct[i, E]
+        fee = fee_rate * dq * x
+        if acct[i, C] + q * (x - e) - fee <= 0.0:
+            return fund, False  # under water at the fill: a full close
+        s = 1.0 if q > 0.0 else -1.0
+        acct[i, C] += s * dq * (x - e) - fee
+        acct[i, Q] = q - s * dq
+        inflow = fee * params[P_FEE_SHARE]
+        fund += inflow
+        out[FUND_INFLOW] += inflow
+        out[N_PARTIAL] += 1.0
+        out[LIQUIDATED_NOTIONAL] += dq * mark
+        if not is_breached(acct[i, Q], e, acct[i, C], mark, tt, req_fee, mm_entry, 1.0):
+            return fund, True
+    return fund, False
 
 
 @njit(cache=True)
@@ -456,39 +720,38 @@ def funding_rate(mode, rate, premium, interest, clamp, cap):
 
 
 @njit(cache=True)
-def _pay_funding(f, mark, qty, entry, collateral, thr, floor, cap, mmr, amt, touched):
+def _pay_funding(f, mark, acct, tt, params, touched):
     """Longs pay shorts ``f`` × their notional (the reverse when ``f`` < 0); receivers
     share the payers' total pro rata to notional, so funding is zero-sum. Returns
     the amount transferred."""
     nl = 0.0
     ns = 0.0
-    for i in range(qty.shape[0]):
-        if qty[i] > 0.0:
-            nl += qty[i] * mark
-        elif qty[i] < 0.0:
-            ns -= qty[i] * mark
+    for i in range(acct.shape[0]):
+        q = acct[i, Q]
+        if q > 0.0:
+            nl += q * mark
+        elif q < 0.0:
+            ns -= q * mark
     if f == 0.0 or nl == 0.0 or ns == 0.0:
         return 0.0
     payers = nl if f > 0.0 else ns
     receivers = ns if f > 0.0 else nl
     total = abs(f) * payers
-    for i in range(qty.shape[0]):
-        q = qty[i]
+    for i in range(acct.shape[0]):
+        q = acct[i, Q]
         if q == 0.0:
             continue
         n = abs(q) * mark
         if (q > 0.0) == (f > 0.0):
-            collateral[i] -= abs(f) * n
+            acct[i, C] -= abs(f) * n
         else:
-            collateral[i] += total * (n / receivers)
-        thr[i] = liquidation_threshold(q, entry[i], collateral[i], floor, cap, mmr, amt)
-        _touch(i, qty, touched)
+            acct[i, C] += total * (n / receivers)
+        _moved(i, acct, tt, params, touched)
     return total
 
 
-def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, qty, entry,
-                         collateral, thr, lorder, sorder, n_long, n_short, floor, cap, mmr,
-                         amt, layers, params, out):
+def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
+                         sorder, n_long, n_short, tt, layers, params, out):
     """Step one book through one price path under one loss policy.
 
     Parameters
@@ -499,14 +762,14 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
         Mark before forced-order impact, book depth per side (quote within the
         reference band; +inf = no impact) and empty bands beyond the mark
         (:func:`stress.market.liquidity.path_liquidity`).
-    qty, entry, collateral : float64[n]
-        The book (signed base quantity, entry price, isolated collateral in
-        quote). ``qty`` and ``collateral`` are updated in place.
-    thr, lorder, sorder, n_long, n_short
-        The book's thresholds and sorted orders from :func:`prepare_book`
-        (``thr``, ``lorder``, ``sorder`` are updated in place: pass copies).
-    floor, cap, mmr, amt : float64[tiers]
-        Tier table; ``cap[-1]`` must be +inf.
+    acct : float64[n, N_ACCT]
+        The accounts (columns ``Q, E, C, THR, STOP, BUDGET, ALERT, U, NTOP``),
+        updated in place: pass a copy. ``THR`` from :func:`prepare_book`.
+    lorder, sorder, n_long, n_short
+        The book's sorted orders from :func:`prepare_book` (updated in place:
+        pass copies).
+    tt : float64[4, tiers]
+        Tier table rows floor, cap (``cap[-1]`` = +inf), mmr, maintenance amount.
     layers : int64[k]
         Loss waterfall (codes ``LAYER_*``).
     params : float64[N_PARAMS]
@@ -515,25 +778,24 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
         Per-path metrics, filled in (see :mod:`stress.runner.variables`).
 
     Each step: the mark's displacement by earlier forced orders decays, funding
-    is paid at its interval, then liquidation rounds run at the mark: the
-    round's breached positions are closed at ``mark·(1 ∓ (slippage + gap +
-    impact))`` with impact ``k·(Q/D)^γ`` of the round's forced notional per side
-    against the depth left; the permanent part of the impact moves the mark,
-    and a new round starts while that breaches more accounts (up to the round
-    cap). Shortfalls go down the waterfall round by round; a socialised layer
-    settles at the end of the step.
+    is paid at its interval, then rounds run at the mark. A round's candidates
+    are found; margin alerts are counted and top-ups made; the stop-losses and
+    liquidations form the round's orders, filled at ``mark·(1 ∓ (slippage + gap
+    + impact))`` with impact ``k·(Q/D)^γ`` of the round's forced notional per
+    side against the depth left. A stop closes the whole position; a
+    liquidation closes it in full, or partially / stepwise with re-checks at the
+    same fill. The permanent part of the impact moves the mark, and a new round
+    starts while that triggers more accounts (up to the round cap). Shortfalls
+    go down the waterfall round by round; a socialised layer settles at the end
+    of the step.
 
-    Cost: O(steps + liquidations). Accounts whose threshold moves (partial ADL,
-    socialised haircut, funding) are checked on their own each step; when more
-    than max(64, n/64) are, the book is re-sorted.
+    Cost: O(steps + events). Accounts whose threshold moves are checked on
+    their own each step; when more than max(64, n/64) are, the book is re-sorted.
     """
-    n = qty.shape[0]
-    fund_initial = params[P_FUND_INITIAL]
+    n = acct.shape[0]
     fee_rate = params[P_FEE_RATE]
     fee_share = params[P_FEE_SHARE]
     slippage = params[P_SLIPPAGE]
-    step_minutes = params[P_STEP_MINUTES]
-    adl_basis = int(params[P_ADL_BASIS])
     impact_k = params[P_IMPACT_K]
     impact_gamma = params[P_IMPACT_GAMMA]
     permanent = params[P_PERMANENT]
@@ -543,11 +805,14 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
     max_rounds = int(params[P_MAX_ROUNDS])
     funding_every = int(params[P_FUNDING_EVERY])
     funding_mode = int(params[P_FUNDING_MODE])
+    style = int(params[P_LIQ_STYLE])
+    to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
+    inverse = params[P_INVERSE] != 0.0
 
     for k in range(out.shape[0]):
         out[k] = 0.0
     out[TIME_TO_DEPLETION] = np.nan
-    fund = fund_initial
+    fund = params[P_FUND_INITIAL]
     out[FUND_MIN] = fund
     nl = n_long
     ns = n_short
@@ -559,16 +824,17 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
     lkey = np.empty(n)
     skey = np.empty(n)
     for j in range(nl):
-        lkey[j] = thr[lorder[j]]
+        lkey[j] = acct[lorder[j], THR]
     for j in range(ns):
-        skey[j] = thr[sorder[j]]
+        skey[j] = acct[sorder[j], THR]
     is_loose = np.zeros(n, dtype=np.bool_)
     loose = np.empty(n, dtype=np.int64)
     n_loose = 0
     max_loose = 64 if n // 64 < 64 else n // 64
     touched = np.zeros(4 * n + 1, dtype=np.int64)
 
-    liq = np.empty(n, dtype=np.int64)
+    cand = np.empty(n, dtype=np.int64)
+    act = np.empty(n, dtype=np.int64)
     liq_short = np.empty(n)
     liq_bp = np.empty(n)
     liq_x = np.empty(n)
@@ -599,21 +865,34 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
             f = funding_rate(funding_mode, params[P_FUNDING_RATE], premium,
                              params[P_FUNDING_INTEREST], params[P_FUNDING_CLAMP],
                              params[P_FUNDING_CAP])
-            out[FUNDING_VOLUME] += _pay_funding(f, mark, qty, entry, collateral, thr, floor,
-                                                cap, mmr, amt, touched)
-            n_loose = _loosen(qty, touched, is_loose, loose, n_loose)
+            out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, tt, params, touched)
+            n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
             premium_sum = 0.0
             premium_n = 0
             if n_loose > max_loose:
-                nl, ns = _resort(qty, thr, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
+                nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
                 n_loose, lhead, shead = 0, 0, 0
         step_mark = mark
         rounds = 0
         n_pend = 0
         while True:
-            m = _detect(mark, qty, entry, collateral, thr, lorder, sorder, lkey, skey, lhead,
-                        shead, nl, ns, is_loose, loose, n_loose, cap, mmr, amt, liq)
-            if m == 0:
+            m = _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl,
+                        ns, is_loose, loose, n_loose, cand, act)
+            # Alerts (and top-ups) first; the stops and liquidations are the orders.
+            n_orders = 0
+            alerted = False
+            for j in range(m):
+                if act[j] == ACT_ALERT:
+                    _alert(cand[j], mark, acct, tt, params, out)
+                    _moved(cand[j], acct, tt, params, touched)
+                    alerted = True
+                else:
+                    cand[n_orders] = cand[j]
+                    act[n_orders] = act[j]
+                    n_orders += 1
+            if alerted:
+                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+            if n_orders == 0:
                 break
             if rounds == max_rounds:
                 out[CASCADE_CAP_HITS] += 1.0  # the rest waits for the next step
@@ -622,12 +901,13 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
             # The round's forced orders per side, and their fills.
             sell = 0.0
             buy = 0.0
-            for j in range(m):
-                q = qty[liq[j]]
-                if q > 0.0:
-                    sell += q * mark
+            for j in range(n_orders):
+                i = cand[j]
+                vol = _planned(i, act[j], mark, acct, tt, params) * mark
+                if acct[i, Q] > 0.0:
+                    sell += vol
                 else:
-                    buy -= q * mark
+                    buy += vol
             d_bid = depth_bid[t] - used_bid
             if d_bid < depth_floor:
                 d_bid = depth_floor
@@ -643,51 +923,66 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
             x_buy = mark * (1.0 + (slippage + gap_ask[t] + imp_buy))
             used_bid += sell
             used_ask += buy
-            # Close every breached position; surpluses and fees reach the fund
+            # Close or reduce every position; surpluses and fees reach the fund
             # before any shortfall of the round is paid.
-            for j in range(m):
-                i = liq[j]
-                q = qty[i]
-                s = 1.0 if q > 0.0 else -1.0
+            n_short_round = 0
+            for j in range(n_orders):
+                i = cand[j]
+                q = acct[i, Q]
                 x = x_sell if q > 0.0 else x_buy
-                eq_x = collateral[i] + q * (x - entry[i])
-                fee = fee_rate * abs(q) * x
-                fee_paid = 0.0
-                if eq_x > 0.0:
-                    fee_paid = fee if eq_x >= fee else eq_x
-                surplus = eq_x - fee if eq_x > fee else 0.0
-                inflow = fee_paid * fee_share + surplus
-                fund += inflow
-                out[FUND_INFLOW] += inflow
-                liq_short[j] = -eq_x if eq_x < 0.0 else 0.0
-                liq_bp[j] = entry[i] - collateral[i] / q
-                liq_x[j] = x
-                liq_side[j] = s
-                out[N_LIQUIDATIONS] += 1.0
-                out[LIQUIDATED_NOTIONAL] += abs(q) * mark
-                qty[i] = 0.0
-                collateral[i] = 0.0
+                if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
+                    fund, done = _reduce(i, x, mark, fund, acct, tt, params, out)
+                    if done:
+                        _moved(i, acct, tt, params, touched)
+                        continue
+                    q = acct[i, Q]
+                e = acct[i, E]
+                c = acct[i, C]
+                eq_x = c + q * (x - e)
+                if act[j] == ACT_STOP:
+                    # The trader's own market order: no liquidation fee; a fill past
+                    # the bankruptcy price still leaves a shortfall.
+                    out[N_STOPS] += 1.0
+                    out[STOP_NOTIONAL] += abs(q) * mark
+                else:
+                    fee = fee_rate * abs(q) * x
+                    fee_paid = 0.0
+                    if eq_x > 0.0:
+                        fee_paid = fee if eq_x >= fee else eq_x
+                    inflow = fee_paid * fee_share
+                    if not to_trader and eq_x > fee:
+                        inflow += eq_x - fee
+                    fund += inflow
+                    out[FUND_INFLOW] += inflow
+                    out[N_LIQUIDATIONS] += 1.0
+                    out[LIQUIDATED_NOTIONAL] += abs(q) * mark
+                if eq_x < 0.0:
+                    liq_short[n_short_round] = -eq_x
+                    liq_bp[n_short_round] = e - c / q
+                    liq_x[n_short_round] = x
+                    liq_side[n_short_round] = 1.0 if q > 0.0 else -1.0
+                    n_short_round += 1
+                acct[i, Q] = 0.0
+                acct[i, C] = 0.0
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
-            for j in range(m):
+            for j in range(n_short_round):
                 sf = liq_short[j]
-                if sf > 0.0:
-                    out[SHORTFALL] += sf
-                    out[N_SHORTFALLS] += 1.0
-                    fund, n_pend = _waterfall(0, sf, t, step_minutes, layers, liq_side[j],
-                                              liq_bp[j], liq_x[j], mark, fund, qty, entry,
-                                              collateral, thr, floor, cap, mmr, amt,
-                                              adl_basis, queues, score, qstate, touched, out,
-                                              pend_rem, pend_next, pend_side, pend_bp,
-                                              pend_x, n_pend)
-            n_loose = _loosen(qty, touched, is_loose, loose, n_loose)
-            while lhead < nl and qty[lorder[lhead]] == 0.0:
+                out[SHORTFALL] += sf
+                out[SHORTFALL_QUOTE] += sf / mark if inverse else sf
+                out[N_SHORTFALLS] += 1.0
+                fund, n_pend = _waterfall(0, sf, t, layers, liq_side[j], liq_bp[j], liq_x[j],
+                                          mark, fund, acct, tt, params, queues, score, qstate,
+                                          touched, out, pend_rem, pend_next, pend_side,
+                                          pend_bp, pend_x, n_pend)
+            n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+            while lhead < nl and acct[lorder[lhead], Q] == 0.0:
                 lhead += 1
-            while shead < ns and qty[sorder[shead]] == 0.0:
+            while shead < ns and acct[sorder[shead], Q] == 0.0:
                 shead += 1
             move = 1.0 - permanent * imp_sell + permanent * imp_buy
             if move == 1.0:
-                break  # the mark did not move: nothing new can breach this step
+                break  # the mark did not move: nothing new can trigger this step
             mark *= move
             disp *= move
         if rounds > out[CASCADE_ROUNDS]:
@@ -704,8 +999,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
             pot = 0.0
             for p in range(n_pend):
                 pot += pend_rem[p]
-            charged = _socialise(pot, mark, qty, entry, collateral, thr, floor, cap, mmr, amt,
-                                 touched)
+            charged = _socialise(pot, mark, acct, tt, params, touched)
             if charged > 0.0:
                 qstate[0] = -1  # haircuts changed the scores: rank again if needed
                 qstate[2] = -1
@@ -714,22 +1008,21 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, q
             if left > 0.0:
                 # What the haircut could not cover continues down each waterfall.
                 for p in range(n_pend):
-                    fund, _ = _waterfall(pend_next[p], pend_rem[p] * left, t,
-                                         step_minutes, layers, pend_side[p], pend_bp[p],
-                                         pend_x[p], mark, fund, qty, entry, collateral,
-                                         thr, floor, cap, mmr, amt, adl_basis, queues,
-                                         score, qstate, touched, out, pend_rem, pend_next,
-                                         pend_side, pend_bp, pend_x, n_pend)
-            n_loose = _loosen(qty, touched, is_loose, loose, n_loose)
+                    fund, _ = _waterfall(pend_next[p], pend_rem[p] * left, t, layers,
+                                         pend_side[p], pend_bp[p], pend_x[p], mark, fund,
+                                         acct, tt, params, queues, score, qstate, touched,
+                                         out, pend_rem, pend_next, pend_side, pend_bp,
+                                         pend_x, n_pend)
+            n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
         if fund < out[FUND_MIN]:
             out[FUND_MIN] = fund
         if n_loose > max_loose:
-            nl, ns = _resort(qty, thr, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
+            nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
             n_loose, lhead, shead = 0, 0, 0
         # Skip the closed positions at the head of each side.
-        while lhead < nl and qty[lorder[lhead]] == 0.0:
+        while lhead < nl and acct[lorder[lhead], Q] == 0.0:
             lhead += 1
-        while shead < ns and qty[sorder[shead]] == 0.0:
+        while shead < ns and acct[sorder[shead], Q] == 0.0:
             shead += 1
     out[FUND_FINAL] = fund
     return fund
@@ -742,28 +1035,72 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
                 step_minutes=1.0, adl_basis=0, impact_k=0.0, impact_gamma=1.0, permanent=0.0,
                 permanent_decay=1.0, used_decay=1.0, depth_floor=0.0, max_rounds=50,
                 funding_every=0, funding_mode=0, funding_rate=0.0, funding_interest=0.0,
-                funding_clamp=0.0, funding_cap=1.0):
+                funding_clamp=0.0, funding_cap=1.0, req_fee=0.0, mm_entry=0, liq_style=0,
+                partial_fraction=0.5, partial_min_tier=1, surplus_to_trader=0, topup_prob=0.0,
+                topup_target=0.0, inverse=0, alerts=()):
     """The kernel's ``params`` array from keyword values (defaults: no liquidity model,
-    no funding)."""
+    no funding, full liquidation, MM on the mark notional, no alerts).
+
+    ``alerts`` are the margin-ratio alert levels, ascending (at most four).
+    """
     values = dict(locals())
+    alerts = [float(a) for a in values.pop("alerts")]
+    if len(alerts) > MAX_ALERTS or any(b <= a for a, b in zip(alerts, alerts[1:])):
+        raise ValueError(f"alerts must be at most {MAX_ALERTS} ascending levels, got {alerts}")
+    values["n_alerts"] = len(alerts)
+    for k in range(MAX_ALERTS):
+        values[f"alert{k}"] = alerts[k] if k < len(alerts) else 0.0
     return np.array([float(values[name]) for name in PARAMS])
+
+
+def tier_array(tiers) -> np.ndarray:
+    """The kernel's ``tt[4, k]`` from a :class:`~stress.exchange.tiers.TierTable`."""
+    return np.ascontiguousarray(np.stack([tiers.floor, tiers.kernel_cap, tiers.mmr,
+                                          tiers.maint_amount]))
+
+
+def account_array(qty, entry, collateral, stop=None, budget=None, u=None) -> np.ndarray:
+    """The kernel's ``acct[n, N_ACCT]`` from per-account arrays (kernel space: linear,
+    collateral already including a cross account's wallet). ``THR`` is left for
+    :func:`prepare_book`."""
+    n = len(qty)
+    acct = np.zeros((n, N_ACCT))
+    acct[:, Q] = qty
+    acct[:, E] = entry
+    acct[:, C] = collateral
+    acct[:, STOP] = np.nan if stop is None else stop
+    if budget is not None:
+        acct[:, BUDGET] = budget
+    if u is not None:
+        acct[:, U] = u
+    return acct
 
 
 def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=1.0,
              slippage=0.0, step_minutes=1.0, adl_basis=0, prepared=None, liquidity=None,
-             **params):
-    """Run one path on a copy of ``book``; returns the metrics array.
+             acct=None, u=None, return_accounts=False, **params):
+    """Run one path on a copy of ``book`` (linear contracts); returns the metrics array.
 
-    ``prepared`` is :func:`prepare_book`'s result for this book (computed if
-    not given); it is copied, so it can be shared between calls. ``liquidity``
-    is a :class:`stress.market.liquidity.PathLiquidity` (default: mark = index,
-    infinite depth, no gaps); further keywords go to :func:`make_params`.
+    ``book`` is a :class:`stress.population.Book` (cross accounts' free balance is
+    added to their collateral, stops and top-up budgets are taken from it), or
+    ``acct`` a ready account array. ``prepared`` is :func:`prepare_book`'s result
+    for these accounts and parameters (computed if not given; the thresholds
+    must then already be in ``acct``). ``liquidity`` is a
+    :class:`stress.market.liquidity.PathLiquidity` (default: mark = index,
+    infinite depth, no gaps); ``u`` the accounts' uniform draws for top-up
+    decisions; further keywords go to :func:`make_params`. With
+    ``return_accounts`` the final account array is returned too.
     """
-    floor, cap = tiers.floor, tiers.kernel_cap
-    mmr, amt = tiers.mmr, tiers.maint_amount
+    tt = tier_array(tiers)
+    p = make_params(fund_initial=fund_initial, fee_rate=fee_rate, fee_share=fee_share,
+                    slippage=slippage, step_minutes=step_minutes, adl_basis=adl_basis,
+                    **params)
+    if acct is None:
+        acct = book_accounts(book, u)
+    acct = acct.copy()
     if prepared is None:
-        prepared = prepare_book(book.qty, book.entry, book.collateral, floor, cap, mmr, amt)
-    thr, lorder, sorder, nl, ns = prepared
+        prepared = prepare_book(acct, tt, p)
+    lorder, sorder, nl, ns = prepared
     index = np.ascontiguousarray(prices, dtype=np.float64)
     if liquidity is None:
         inf = np.full(index.shape[0], np.inf)
@@ -772,11 +1109,18 @@ def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=
     else:
         mark0, d_bid, d_ask = liquidity.mark, liquidity.depth_bid, liquidity.depth_ask
         g_bid, g_ask = liquidity.gap_bid, liquidity.gap_ask
-    p = make_params(fund_initial=fund_initial, fee_rate=fee_rate, fee_share=fee_share,
-                    slippage=slippage, step_minutes=step_minutes, adl_basis=adl_basis,
-                    **params)
     out = np.empty(N_METRICS)
-    simulate_path(index, mark0, d_bid, d_ask, g_bid, g_ask, book.qty.copy(), book.entry,
-                  book.collateral.copy(), thr.copy(), lorder.copy(), sorder.copy(), nl, ns,
-                  floor, cap, mmr, amt, np.asarray(layers, dtype=np.int64), p, out)
-    return out
+    simulate_path(index, mark0, d_bid, d_ask, g_bid, g_ask, acct, lorder.copy(),
+                  sorder.copy(), nl, ns, tt, np.asarray(layers, dtype=np.int64), p, out)
+    return (out, acct) if return_accounts else out
+
+
+def book_accounts(book, u=None) -> np.ndarray:
+    """:func:`account_array` of a linear :class:`stress.population.Book`."""
+    free = getattr(book, "free", None)
+    cross = getattr(book, "cross", None)
+    coll = book.collateral
+    if free is not None and cross is not None:
+        coll = coll + np.where(cross, free, 0.0)
+    return account_array(book.qty, book.entry, coll, getattr(book, "stop", None),
+                         getattr(book, "topup_budget", None), u)

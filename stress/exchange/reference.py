@@ -1,28 +1,40 @@
 """Plain-Python reference of the liquidation step and the loss waterfalls.
 
-Written for reading, not speed: every step checks every account's
-``equity ≤ MM`` directly (no thresholds), and each rule is spelled out once.
-The numba kernel (:mod:`stress.exchange.kernels`) must give the same numbers;
-:class:`VectorisedEngine` swaps only the per-step breach test for numpy and
-is the baseline of ``benchmarks/bench_kernel.py``.
+Written for reading, not speed: every step asks every account what happens
+to it at the mark (no thresholds), and each rule is spelled out once. The
+numba kernel (:mod:`stress.exchange.kernels`) must give the same numbers;
+:class:`VectorisedEngine` swaps only the per-step scan for numpy and is the
+baseline of ``benchmarks/bench_kernel.py``. Positions are linear (an inverse
+book is passed in ``1/P``, see :mod:`stress.exchange.contracts`).
 
-Rules of one step at mark price ``P`` (all accounts isolated, linear):
+Rules of one step at mark price ``P``:
 
-1. Every account with ``equity ≤ MM`` at ``P`` is liquidated, in account order.
-   Its position is closed at the execution price ``X = P·(1 − s·slippage)``
-   (``s`` = +1 long, −1 short). Its equity at ``X`` pays the liquidation fee
-   ``fee_rate·|q|·X`` (as far as it goes); the rest, if positive, is surplus for
-   the insurance fund; if negative, it is the shortfall.
-2. All surpluses and fees of the step reach the fund before any shortfall of
-   the step is paid. Shortfalls then go down the policy's waterfall in account
-   order.
-3. ``insurance_fund`` pays what it holds. ``adl`` closes ``U / |BP − X|`` units
+1. The requirement of a position is its maintenance margin (tier table, on
+   the notional at ``P``, or at entry with ``mm_entry``) plus ``req_fee`` × its
+   notional at ``P``. Equity is collateral plus uPnL at ``P``.
+2. Each account, in account order, is liquidated if equity ≤ requirement;
+   else its stop-loss fires if ``P`` crossed it; else, if its margin ratio
+   (requirement / equity) reached its next alert level, the alert is counted
+   and it may top up (see :meth:`ReferenceEngine.alert`). Alerts are handled
+   first; stops and liquidations are the round's orders.
+3. The orders of a round fill at ``X = P·(1 − s·(slippage + gap + impact))``
+   (``s`` = +1 long, −1 short), the impact from the round's planned volume per
+   side. A stop closes the whole position, with no fee. A liquidation closes it
+   in full, or (``partial``) a fraction / (``stepwise``) what exceeds the next
+   lower tier's cap, re-checking at ``P`` after each part, until healthy or
+   the rest must go. On a full close the equity at ``X`` pays the liquidation
+   fee (as far as it goes); the rest, if positive, is surplus for the fund (or
+   the trader's); if negative, it is the shortfall.
+4. All surpluses and fees of the round reach the fund before any shortfall of
+   the round is paid. Shortfalls then go down the policy's waterfall in
+   account order.
+5. ``insurance_fund`` pays what it holds. ``adl`` closes ``U / |BP − X|`` units
    of opposite-side winners (ranked by PnL% × effective leverage at ``P``) at
    the bankruptcy price ``BP``. ``socialised`` defers to the end of the step,
    when the pot is charged to accounts with positive uPnL, pro rata, each at
    most its uPnL; what it cannot cover continues down the waterfall.
    ``platform`` absorbs everything. What is left is ``residual``.
-4. The ADL queue of each side is ranked once per step, at the mark, when
+6. The ADL queue of each side is ranked once per round, at the mark, when
    first needed, and consumed in order: the account at its head is closed
    until the need is met or it is exhausted (closed, or its margin spent). A
    socialised haircut changes scores, so the queues are ranked again after it.
@@ -38,19 +50,33 @@ from stress.exchange import margin
 from stress.exchange.tiers import TierTable
 from stress.runner.variables import INDEX, N_METRICS
 
+_PHI = 0.6180339887498949
+_MAX_PARTIAL_STEPS = 64
+
+DEFAULTS = {"impact_k": 0.0, "impact_gamma": 1.0, "permanent": 0.0, "permanent_decay": 1.0,
+            "used_decay": 1.0, "depth_floor": 0.0, "max_rounds": 50, "funding_every": 0,
+            "funding_mode": 0, "funding_rate": 0.0, "funding_interest": 0.0,
+            "funding_clamp": 0.0, "funding_cap": 1.0, "req_fee": 0.0, "mm_entry": 0,
+            "liq_style": 0, "partial_fraction": 0.5, "partial_min_tier": 1,
+            "surplus_to_trader": 0, "topup_prob": 0.0, "topup_target": 0.0, "inverse": 0,
+            "alerts": ()}
+
 
 class ReferenceEngine:
     """One path, one book, one policy; ``run()`` returns the metrics array.
 
     ``liquidity`` is a :class:`stress.market.liquidity.PathLiquidity` (None: the
-    mark is the index, depth is infinite, no gaps); ``params`` are the keywords
-    of :func:`stress.exchange.kernels.make_params` beyond the ones named here.
+    mark is the index, depth is infinite, no gaps); ``stop``, ``budget`` and
+    ``u`` are the accounts' stop prices (NaN = none), top-up budgets and uniform
+    draws; ``params`` are the keywords of
+    :func:`stress.exchange.kernels.make_params` beyond the ones named here.
     """
 
     def __init__(self, prices, qty, entry, collateral, tiers: TierTable, layers: list[str],
                  fund_initial: float, fee_rate: float = 0.0, fee_share: float = 1.0,
                  slippage: float = 0.0, step_minutes: float = 1.0,
-                 adl_pnl_basis: str = "collateral", liquidity=None, **params):
+                 adl_pnl_basis: str = "collateral", liquidity=None, stop=None, budget=None,
+                 u=None, **params):
         self.prices = [float(p) for p in prices]
         n = len(self.prices)
         if liquidity is None:
@@ -63,8 +89,14 @@ class ReferenceEngine:
             self.gap_bid = [float(v) for v in liquidity.gap_bid]
             self.gap_ask = [float(v) for v in liquidity.gap_ask]
         self.qty = [float(q) for q in qty]
+        k = len(self.qty)
         self.entry = [float(e) for e in entry]
         self.collateral = [float(c) for c in collateral]
+        self.stop = [math.nan] * k if stop is None else [float(s) for s in stop]
+        self.budget = [0.0] * k if budget is None else [float(b) for b in budget]
+        self.u = [0.0] * k if u is None else [float(v) for v in u]
+        self.alert_next = [0] * k
+        self.decisions = [0] * k
         self.tiers = tiers
         self.layers = list(layers)
         self.fund = float(fund_initial)
@@ -73,24 +105,45 @@ class ReferenceEngine:
         self.slippage = slippage
         self.step_minutes = step_minutes
         self.adl_pnl_basis = adl_pnl_basis
-        p = {"impact_k": 0.0, "impact_gamma": 1.0, "permanent": 0.0, "permanent_decay": 1.0,
-             "used_decay": 1.0, "depth_floor": 0.0, "max_rounds": 50, "funding_every": 0,
-             "funding_mode": 0, "funding_rate": 0.0, "funding_interest": 0.0,
-             "funding_clamp": 0.0, "funding_cap": 1.0}
-        unknown = set(params) - set(p)
+        unknown = set(params) - set(DEFAULTS)
         if unknown:
             raise TypeError(f"unknown parameters {sorted(unknown)}")
-        p.update(params)
-        self.p = p
+        self.p = {**DEFAULTS, **params}
+        self.alerts = [float(a) for a in self.p["alerts"]]
         self.m = {name: 0.0 for name in INDEX}
         self.m["time_to_depletion"] = math.nan
         self.m["fund_min"] = self.fund
 
-    # -------------------------------------------------------------- detection
-    def breached(self, mark: float) -> list[int]:
-        return [i for i in range(len(self.qty))
-                if margin.is_liquidatable(self.qty[i], self.entry[i], self.collateral[i], mark,
-                                          self.tiers)]
+    # ---------------------------------------------------------------- margin
+    def requirement(self, i: int, mark: float) -> float:
+        q, e = abs(self.qty[i]), self.entry[i]
+        notional = q * (e if self.p["mm_entry"] else mark)
+        return self.tiers.maintenance_margin(notional) + self.p["req_fee"] * q * mark
+
+    def equity(self, i: int, mark: float) -> float:
+        return margin.equity(self.qty[i], self.entry[i], self.collateral[i], mark)
+
+    def breached(self, i: int, mark: float, level: float = 1.0) -> bool:
+        """Margin ratio (requirement / equity) ≥ ``level``: equity ≤ requirement / level."""
+        return (self.qty[i] != 0
+                and self.equity(i, mark) <= (1.0 / level) * self.requirement(i, mark))
+
+    def action(self, i: int, mark: float) -> str | None:
+        q = self.qty[i]
+        if q == 0:
+            return None
+        if self.breached(i, mark):
+            return "liquidate"
+        stop = self.stop[i]
+        if not math.isnan(stop) and (mark <= stop if q > 0 else mark >= stop):
+            return "stop"
+        a = self.alert_next[i]
+        if a < len(self.alerts) and self.breached(i, mark, self.alerts[a]):
+            return "alert"
+        return None
+
+    def candidates(self, mark: float) -> list[int]:
+        return [i for i in range(len(self.qty)) if self.action(i, mark) is not None]
 
     # ------------------------------------------------------------------- step
     def run(self) -> np.ndarray:
@@ -111,8 +164,12 @@ class ReferenceEngine:
             rounds = 0
             self.pending = []
             while True:
-                hit = self.breached(mark)
-                if not hit:
+                acts = [(i, self.action(i, mark)) for i in self.candidates(mark)]
+                for i, a in acts:
+                    if a == "alert":
+                        self.alert(i, mark)
+                orders = [(i, a) for i, a in acts if a != "alert"]
+                if not orders:
                     break
                 if rounds == p["max_rounds"]:
                     self.m["cascade_cap_hits"] += 1
@@ -122,7 +179,7 @@ class ReferenceEngine:
                 fills = {}
                 for s, depth, gap in ((1.0, self.depth_bid[t], self.gap_bid[t]),
                                       (-1.0, self.depth_ask[t], self.gap_ask[t])):
-                    flow = sum(abs(self.qty[i]) * mark for i in hit
+                    flow = sum(self.planned(i, a, mark) * mark for i, a in orders
                                if margin.side(self.qty[i]) == s)
                     left = max(depth - used[s], p["depth_floor"])
                     if flow <= 0 or p["impact_k"] == 0:
@@ -134,7 +191,7 @@ class ReferenceEngine:
                     away = self.slippage + gap + impact[s]
                     fills[s] = mark * (1.0 - min(away, 0.99)) if s > 0 else mark * (1.0 + away)
                     used[s] += flow
-                self.step(t, mark, hit, fills)
+                self.step(t, mark, orders, fills)
                 move = 1.0 - p["permanent"] * impact[1.0] + p["permanent"] * impact[-1.0]
                 if move == 1.0:
                     break
@@ -179,17 +236,110 @@ class ReferenceEngine:
                 self.collateral[i] += total * (n / notional[-payer])
         self.m["funding_volume"] += total
 
-    def step(self, t: int, mark: float, liquidated: list[int], fills: dict) -> None:
-        """One liquidation round at ``mark``: close, credit, then pay shortfalls."""
+    def alert(self, i: int, mark: float) -> None:
+        """Count the alert levels crossed; maybe top up (the k-th decision of an account
+        tops up when ``frac(u + k·φ) < topup_prob``) to the target margin ratio, at most
+        the budget left; then re-arm the alerts above the new ratio."""
+        level = 0.0
+        while (self.alert_next[i] < len(self.alerts)
+               and self.breached(i, mark, self.alerts[self.alert_next[i]])):
+            level = self.alerts[self.alert_next[i]]
+            self.m["n_margin_alerts"] += 1
+            self.alert_next[i] += 1
+        prob = self.p["topup_prob"]
+        if self.budget[i] <= 0 or prob <= 0 or level <= 0:
+            return
+        v = self.u[i] + self.decisions[i] * _PHI
+        v -= math.floor(v)
+        self.decisions[i] += 1
+        if v >= prob:
+            return
+        target = self.p["topup_target"] or 0.5 * level
+        add = min(self.requirement(i, mark) / target - self.equity(i, mark), self.budget[i])
+        if add <= 0:
+            return
+        self.collateral[i] += add
+        self.budget[i] -= add
+        self.m["n_topups"] += 1
+        self.m["topup_volume"] += add
+        self.alert_next[i] = 0
+        while (self.alert_next[i] < len(self.alerts)
+               and self.breached(i, mark, self.alerts[self.alert_next[i]])):
+            self.alert_next[i] += 1
+
+    def planned(self, i: int, act: str, mark: float) -> float:
+        """Quantity the first order of account ``i`` in a round closes."""
+        q = abs(self.qty[i])
+        style = self.p["liq_style"]
+        if act != "liquidate" or style == 0:
+            return q
+        k = self.tiers.index(q * mark)
+        if style == 1:
+            return q if k + 1 < self.p["partial_min_tier"] else self.p["partial_fraction"] * q
+        return q if k == 0 else q - self.tiers.cap[k - 1] / mark
+
+    def step(self, t: int, mark: float, orders: list, fills: dict) -> None:
+        """One round at ``mark``: close or reduce, credit, then pay shortfalls."""
         shortfalls = []
-        for i in liquidated:
-            shortfalls.append(self.close(i, mark, fills[margin.side(self.qty[i])]))
+        for i, act in orders:
+            x = fills[margin.side(self.qty[i])]
+            if act == "liquidate" and self.p["liq_style"] != 0 and self.reduce(i, mark, x):
+                continue
+            shortfalls.append(self.close(i, mark, x, act))
         self.queues = {1.0: None, -1.0: None}  # ranked at this mark on first use
         for sf in shortfalls:
             if sf is not None:
                 self.m["shortfall"] += sf["amount"]
+                self.m["shortfall_quote"] += (sf["amount"] / mark if self.p["inverse"]
+                                              else sf["amount"])
                 self.m["n_shortfalls"] += 1
                 self.waterfall(t, mark, sf, sf["amount"], 0, self.pending)
+
+    def reduce(self, i: int, mark: float, x: float) -> bool:
+        """Partial or stepwise liquidation at fill ``x``; True if the account is healthy
+        after it, False if the rest is to be closed."""
+        for _ in range(_MAX_PARTIAL_STEPS):
+            q = self.qty[i]
+            dq = self.planned(i, "liquidate", mark)
+            if dq >= abs(q):
+                return False
+            fee = self.fee_rate * dq * x
+            if margin.equity(q, self.entry[i], self.collateral[i], x) - fee <= 0:
+                return False
+            s = margin.side(q)
+            self.collateral[i] += s * dq * (x - self.entry[i]) - fee
+            self.qty[i] = q - s * dq
+            self.fund += fee * self.fee_share
+            self.m["fund_inflow"] += fee * self.fee_share
+            self.m["n_partial_liquidations"] += 1
+            self.m["liquidated_notional"] += dq * mark
+            if not self.breached(i, mark):
+                return True
+        return False
+
+    def close(self, i: int, mark: float, x: float, act: str) -> dict | None:
+        """Close account ``i`` at fill ``x``; a liquidation credits surplus and fee.
+        Returns its shortfall, if any."""
+        q, e, c = self.qty[i], self.entry[i], self.collateral[i]
+        s = margin.side(q)
+        eq_x = margin.equity(q, e, c, x)
+        if act == "stop":
+            self.m["n_stops"] += 1
+            self.m["stop_notional"] += abs(q) * mark
+        else:
+            fee = self.fee_rate * abs(q) * x
+            fee_paid = min(fee, eq_x) if eq_x > 0 else 0.0
+            surplus = max(eq_x - fee, 0.0) if not self.p["surplus_to_trader"] else 0.0
+            inflow = fee_paid * self.fee_share + surplus
+            self.fund += inflow
+            self.m["fund_inflow"] += inflow
+            self.m["n_liquidations"] += 1
+            self.m["liquidated_notional"] += abs(q) * mark
+        self.qty[i] = 0.0
+        self.collateral[i] = 0.0
+        if eq_x >= 0:
+            return None
+        return {"amount": -eq_x, "side": s, "bp": margin.bankruptcy_price(q, e, c), "x": x}
 
     def settle_socialised(self, t: int, mark: float) -> None:
         """End of step: charge the socialised pot; the rest goes on down the waterfall."""
@@ -205,26 +355,6 @@ class ReferenceEngine:
             for amount, sf, nxt in self.pending:
                 self.waterfall(t, mark, sf, amount * left, nxt, [])
         self.pending = []
-
-    def close(self, i: int, mark: float, x: float) -> dict | None:
-        """Liquidate account ``i`` at fill ``x``; credit surplus and fee; return its
-        shortfall, if any."""
-        q, e, c = self.qty[i], self.entry[i], self.collateral[i]
-        s = margin.side(q)
-        eq_x = margin.equity(q, e, c, x)
-        fee = self.fee_rate * abs(q) * x
-        fee_paid = min(fee, eq_x) if eq_x > 0 else 0.0
-        surplus = max(eq_x - fee, 0.0)
-        inflow = fee_paid * self.fee_share + surplus
-        self.fund += inflow
-        self.m["fund_inflow"] += inflow
-        self.m["n_liquidations"] += 1
-        self.m["liquidated_notional"] += abs(q) * mark
-        self.qty[i] = 0.0
-        self.collateral[i] = 0.0
-        if eq_x >= 0:
-            return None
-        return {"amount": -eq_x, "side": s, "bp": margin.bankruptcy_price(q, e, c), "x": x}
 
     # ---------------------------------------------------------------- layers
     def waterfall(self, t, mark, sf, remaining, start, pending) -> None:
@@ -316,27 +446,42 @@ class ReferenceEngine:
 
 
 class VectorisedEngine(ReferenceEngine):
-    """The same rules with the per-step breach test vectorised in numpy.
+    """The same rules with the per-step scan vectorised in numpy.
 
     The straightforward way to write this model in numpy: every step computes
-    every account's equity and maintenance margin. Baseline of the benchmark.
+    every account's equity and requirement (and its stop and alert tests);
+    only the accounts flagged are then handled one by one. Baseline of the
+    benchmark.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.q_arr = np.asarray(self.qty)
         self.e_arr = np.asarray(self.entry)
-        self.c_arr = np.asarray(self.collateral)
+        self.s_arr = np.asarray(self.stop)
+        self._sync()
 
-    def breached(self, mark: float) -> list[int]:
+    def candidates(self, mark: float) -> list[int]:
         q, e, c = self.q_arr, self.e_arr, self.c_arr
-        notional = np.abs(q) * mark
-        mm = self.tiers.maintenance_margin_array(notional)
-        hit = np.flatnonzero((q != 0) & (c + q * (mark - e) <= mm))
-        return hit.tolist()
+        aq = np.abs(q)
+        basis = aq * e if self.p["mm_entry"] else aq * mark
+        req = self.tiers.maintenance_margin_array(basis) + self.p["req_fee"] * aq * mark
+        equity = c + q * (mark - e)
+        flag = equity <= req
+        with np.errstate(invalid="ignore"):
+            flag |= np.where(q > 0, mark <= self.s_arr, mark >= self.s_arr)
+        if self.alerts:
+            a = np.asarray(self.alert_next)
+            levels = np.asarray(self.alerts + [np.inf])[np.minimum(a, len(self.alerts))]
+            flag |= (a < len(self.alerts)) & (equity <= (1.0 / levels) * req)
+        hit = np.flatnonzero((q != 0) & flag)
+        return [i for i in hit.tolist() if self.action(i, mark) is not None]
 
-    def step(self, t, mark, liquidated, fills):
-        super().step(t, mark, liquidated, fills)
+    def step(self, t, mark, orders, fills):
+        super().step(t, mark, orders, fills)
+        self._sync()
+
+    def alert(self, i, mark):
+        super().alert(i, mark)
         self._sync()
 
     def settle_socialised(self, t, mark):

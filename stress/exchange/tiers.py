@@ -20,7 +20,16 @@ import numpy as np
 from stress.errors import ConfigError
 
 COLUMNS = ("notional_floor", "notional_cap", "mmr", "maint_amount", "max_leverage")
-BUILTIN = ("binance_btcusdt_2021",)
+
+
+def builtin_names() -> tuple[str, ...]:
+    """Names of the bundled tier tables: ``stress/data/*.csv`` and ``stress/data/tiers/*.csv``."""
+    root = resources.files("stress.data")
+    names = [f.name[:-4] for f in root.iterdir() if f.name.endswith(".csv")]
+    tiers = root.joinpath("tiers")
+    if tiers.is_dir():
+        names += [f.name[:-4] for f in tiers.iterdir() if f.name.endswith(".csv")]
+    return tuple(sorted(set(names)))
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,8 @@ def read_tier_csv(path: Path, key: str = "exchange.tiers",
 
 def builtin_tiers(name: str) -> TierTable:
     ref = resources.files("stress.data").joinpath(f"{name}.csv")
+    if not ref.is_file():
+        ref = resources.files("stress.data").joinpath("tiers", f"{name}.csv")
     with resources.as_file(ref) as p:
         return read_tier_csv(Path(p), key=f"builtin tier table {name}")
 
@@ -177,9 +188,10 @@ def load_tiers(cfg, key: str = "exchange.tiers") -> TierTable:
     spec = cfg.exchange.tiers
     if isinstance(spec, list):
         return TierTable.from_rows([r.model_dump() for r in spec], key=key, source=cfg.source)
-    if spec in BUILTIN:
+    if spec in builtin_names():
         return builtin_tiers(spec)
     if not (spec.endswith(".csv") or "/" in spec):
-        raise ConfigError(key, f"unknown built-in tier table (built-ins: {', '.join(BUILTIN)}; "
+        raise ConfigError(key, f"unknown built-in tier table (built-ins: "
+                               f"{', '.join(builtin_names())}; "
                                f"or give a .csv path)", spec, cfg.source)
     return read_tier_csv(cfg.resolve(spec), key=key, source=cfg.source)

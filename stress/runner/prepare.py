@@ -35,11 +35,23 @@ class Prepared:
     def policy_names(self) -> list[str]:
         return [p.name for p in self.config.policies]
 
+    @property
+    def topups(self) -> bool:
+        """Whether accounts can top up (a budget and alert levels): the paths then
+        draw each account's uniform for its top-up decisions."""
+        if not self.config.exchange.margin_alerts:
+            return False
+        pop = self.config.population
+        if isinstance(pop, CSVPopulation):
+            return bool(self.book is not None and np.any(self.book.topup_budget > 0))
+        return pop.top_up.adoption > 0
+
     def book_for_path(self, path_index: int) -> Book:
         if self.book is not None:
             return self.book
         return synthetic_book(self.config.population, self.tiers, self.s0,
-                              population_rng(self.config.run.seed, path_index))
+                              population_rng(self.config.run.seed, path_index),
+                              exchange=self.config.exchange)
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -58,11 +70,11 @@ def prepare(cfg: Config) -> Prepared:
             s0 = float(cfg.market.s0)
         pop = cfg.population
         if isinstance(pop, CSVPopulation):
-            book = csv_book(pop, tiers, source=src, base=cfg)
+            book = csv_book(pop, tiers, source=src, base=cfg, exchange=cfg.exchange)
         else:
-            validate_synthetic(pop, tiers, src)
+            validate_synthetic(pop, tiers, src, exchange=cfg.exchange, s0=s0)
             book = None if pop.redraw_per_path else synthetic_book(
-                pop, tiers, s0, population_rng(cfg.run.seed))
+                pop, tiers, s0, population_rng(cfg.run.seed), exchange=cfg.exchange)
     except ConfigError as e:
         raise e.with_source(src) if src else e
     layers = [np.asarray([LAYER_CODES[name] for name in p.layers], dtype=np.int64)

@@ -12,35 +12,49 @@ import xarray as xr
 
 from stress import __version__
 from stress.errors import ConservationError, StressError
-from stress.exchange.kernels import make_params, prepare_book, simulate_path
+from stress.exchange.contracts import kernel_accounts, kernel_market
+from stress.exchange.kernels import U, make_params, prepare_book, simulate_path, tier_array
 from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
 from stress.runner.seeding import path_rng
-from stress.runner.variables import FUNDING_MODES, INDEX, N_METRICS, PATH_METRICS
+from stress.runner.variables import (FUNDING_MODES, INDEX, LIQUIDATION_STYLES, N_METRICS,
+                                     PATH_METRICS)
 
 # Relative tolerance of the loss identity.
 IDENTITY_RTOL = 1e-9
 
 
-def kernel_params(cfg, adl_basis: int) -> np.ndarray:
-    """The kernel's ``params`` array for one policy of a config."""
+def kernel_params(cfg, adl_basis: int, s0: float = 1.0) -> np.ndarray:
+    """The kernel's ``params`` array for one policy of a config (``s0``: the start
+    price, converting an inverse contract's depth floor to coin)."""
     ex, liq, step = cfg.exchange, cfg.liquidity, cfg.run.step_minutes
+    inverse = ex.contract == "inverse"
+    top = cfg.population.top_up
     kw = dict(fund_initial=cfg.fund.initial, fee_rate=ex.liquidation_fee_rate,
               fee_share=cfg.fund.fee_share, slippage=ex.slippage, step_minutes=step,
-              adl_basis=adl_basis)
+              adl_basis=adl_basis, req_fee=ex.requirement_fee_rate,
+              mm_entry=ex.mm_basis == "entry", liq_style=LIQUIDATION_STYLES[ex.liquidation],
+              partial_fraction=ex.partial_fraction, partial_min_tier=ex.partial_min_tier,
+              surplus_to_trader=ex.surplus_to == "trader", topup_prob=top.probability,
+              topup_target=top.target_ratio or 0.0, inverse=inverse, alerts=ex.margin_alerts)
     if liq is not None:
+        floor = liq.depth * liq.depth_floor
         kw.update(impact_k=liq.k, impact_gamma=liq.gamma, permanent=liq.permanent,
                   permanent_decay=(0.5 ** (step / liq.permanent_half_life_minutes)
                                    if liq.permanent_half_life_minutes else 1.0),
                   used_decay=0.5 ** (step / liq.recovery_half_life_minutes),
-                  depth_floor=liq.depth * liq.depth_floor, max_rounds=liq.max_cascade_rounds)
+                  # Inverse: depth is converted to coin at the mark (the floor at s0).
+                  depth_floor=floor / s0 if inverse else floor,
+                  max_rounds=liq.max_cascade_rounds)
     f = ex.funding
     if f.mode != "none":
         every = f.interval_minutes / step
+        # In 1/P the premium changes sign; so do the constant rate and the interest.
+        sign = -1.0 if inverse else 1.0
         kw.update(funding_every=max(1, round(every)), funding_mode=FUNDING_MODES[f.mode],
-                  funding_rate=f.rate, funding_interest=f.interest, funding_clamp=f.clamp,
-                  funding_cap=f.cap)
+                  funding_rate=sign * f.rate, funding_interest=sign * f.interest,
+                  funding_clamp=f.clamp, funding_cap=f.cap)
     return make_params(**kw)
 
 
@@ -49,13 +63,13 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
     cfg = prep.config
     n_pol = len(cfg.policies)
     out = np.empty((n_pol, stop - start, N_METRICS))
-    floor, cap = prep.tiers.floor, prep.tiers.kernel_cap
-    mmr, amt = prep.tiers.mmr, prep.tiers.maint_amount
-    params = [kernel_params(cfg, b) for b in prep.adl_basis]
+    tt = tier_array(prep.tiers)
+    inverse = cfg.exchange.contract == "inverse"
+    params = [kernel_params(cfg, b, prep.s0) for b in prep.adl_basis]
     fixed = None
     if prep.book is not None:
-        fixed = prepare_book(prep.book.qty, prep.book.entry, prep.book.collateral,
-                             floor, cap, mmr, amt)
+        base = kernel_accounts(prep.book, inverse)
+        fixed = base, prepare_book(base, tt, params[0])
     for j, path in enumerate(range(start, stop)):
         rng = path_rng(cfg.run.seed, path)
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
@@ -65,14 +79,20 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
         # Drawn after the prices, so liquidity never changes a path's prices.
         liq = path_liquidity(prices, cfg.liquidity, cfg.exchange.mark_smoothing_minutes,
                              cfg.run.step_minutes, rng)
-        book = prep.book_for_path(path)
-        thr, lorder, sorder, nl, ns = fixed if fixed is not None else prepare_book(
-            book.qty, book.entry, book.collateral, floor, cap, mmr, amt)
+        if fixed is not None:
+            base, (lorder, sorder, nl, ns) = fixed
+        else:
+            base = kernel_accounts(prep.book_for_path(path), inverse)
+            lorder, sorder, nl, ns = prepare_book(base, tt, params[0])
+        if prep.topups:
+            # Drawn last, and only with top-ups, so they never change anything else.
+            base = base.copy()
+            base[:, U] = rng.random(len(base))
+        mk = kernel_market(prices, liq, inverse)
         for p in range(n_pol):
-            simulate_path(prices, liq.mark, liq.depth_bid, liq.depth_ask, liq.gap_bid,
-                          liq.gap_ask, book.qty.copy(), book.entry, book.collateral.copy(),
-                          thr.copy(), lorder.copy(), sorder.copy(), nl, ns,
-                          floor, cap, mmr, amt, prep.layers[p], params[p], out[p, j])
+            simulate_path(mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid,
+                          mk.gap_ask, base.copy(), lorder.copy(), sorder.copy(), nl, ns, tt,
+                          prep.layers[p], params[p], out[p, j])
     check_identity(out, prep.policy_names, start)
     return out
 
@@ -98,12 +118,16 @@ def to_dataset(out: np.ndarray, prep: Prepared, start: int) -> xr.Dataset:
     """Wrap a metrics array as a Dataset with units, long names and the run's attributes."""
     cfg = prep.config
     paths = np.arange(start, start + out.shape[1], dtype=np.int64)
+    inverse = cfg.exchange.contract == "inverse"
     data_vars = {}
     for k, var in enumerate(PATH_METRICS):
         values = out[:, :, k]
         if var.integer:
             values = values.astype(np.int64)
-        data_vars[var.name] = (var.dims, values, {"units": var.units, "long_name": var.long_name})
+        units = var.units
+        if units == "quote" and inverse and var.name != "shortfall_quote":
+            units = "coin"
+        data_vars[var.name] = (var.dims, values, {"units": units, "long_name": var.long_name})
     coords = {
         "policy": ("policy", np.asarray(prep.policy_names, dtype=object),
                    {"long_name": "loss-handling policy"}),
@@ -124,6 +148,8 @@ def to_dataset(out: np.ndarray, prep: Prepared, start: int) -> xr.Dataset:
         "steps": cfg.run.steps,
         "step_minutes": cfg.run.step_minutes,
         "accounts": len(prep.book) if prep.book is not None else cfg.population.accounts,
+        "contract": cfg.exchange.contract,
+        "margin_currency": "coin" if inverse else "quote",
         "Conventions": "CF-1.8",
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

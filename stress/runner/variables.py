@@ -49,6 +49,16 @@ PATH_METRICS: tuple[Variable, ...] = (
     Variable("funding_volume", "quote", "total funding transferred from payers to receivers"),
     Variable("mark_index_gap", "1", "largest end-of-step gap between mark and index, "
                                     "|mark/index − 1| (smoothing and forced-order impact)"),
+    Variable("shortfall_quote", "quote", "bad debt valued in quote at the mark of the step it "
+                                         "arose (equals shortfall for linear contracts)"),
+    Variable("n_partial_liquidations", "1", "partial or stepwise liquidation steps (position "
+                                            "reductions short of a full close)", integer=True),
+    Variable("n_stops", "1", "stop-loss orders triggered", integer=True),
+    Variable("stop_notional", "quote", "notional closed by stop-loss orders at the mark price"),
+    Variable("n_margin_alerts", "1", "margin-ratio alert levels crossed (all accounts)",
+             integer=True),
+    Variable("n_topups", "1", "margin top-ups made at alerts", integer=True),
+    Variable("topup_volume", "quote", "collateral added by margin top-ups"),
 )
 
 INDEX = {v.name: k for k, v in enumerate(PATH_METRICS)}
@@ -76,12 +86,23 @@ CASCADE_CAP_HITS = INDEX["cascade_cap_hits"]
 CASCADE_MOVE = INDEX["cascade_move"]
 FUNDING_VOLUME = INDEX["funding_volume"]
 MARK_INDEX_GAP = INDEX["mark_index_gap"]
+SHORTFALL_QUOTE = INDEX["shortfall_quote"]
+N_PARTIAL = INDEX["n_partial_liquidations"]
+N_STOPS = INDEX["n_stops"]
+STOP_NOTIONAL = INDEX["stop_notional"]
+N_ALERTS_HIT = INDEX["n_margin_alerts"]
+N_TOPUPS = INDEX["n_topups"]
+TOPUP_VOLUME = INDEX["topup_volume"]
 
 # Kernel parameters, packed in one float64 array in this order.
 PARAMS = ("fund_initial", "fee_rate", "fee_share", "slippage", "step_minutes", "adl_basis",
           "impact_k", "impact_gamma", "permanent", "permanent_decay", "used_decay",
           "depth_floor", "max_rounds", "funding_every", "funding_mode", "funding_rate",
-          "funding_interest", "funding_clamp", "funding_cap")
+          "funding_interest", "funding_clamp", "funding_cap", "req_fee", "mm_entry",
+          "liq_style", "partial_fraction", "partial_min_tier", "surplus_to_trader",
+          "topup_prob", "topup_target", "inverse", "n_alerts", "alert0", "alert1", "alert2",
+          "alert3")
+MAX_ALERTS = 4
 P = {name: k for k, name in enumerate(PARAMS)}
 N_PARAMS = len(PARAMS)
 FUNDING_MODES = {"none": 0, "constant": 1, "premium": 2}
@@ -89,6 +110,7 @@ FUNDING_MODES = {"none": 0, "constant": 1, "premium": 2}
 # Loss-policy layer codes shared by the kernel and the reference.
 LAYER_CODES = {"insurance_fund": 0, "adl": 1, "socialised": 2, "platform": 3}
 ADL_BASIS_CODES = {"collateral": 0, "entry_value": 1}
+LIQUIDATION_STYLES = {"full": 0, "partial": 1, "stepwise": 2}
 
 
 def variables_markdown() -> str:

@@ -139,21 +139,10 @@ def test_funding_payment_golden(case):
 
 
 def _funding_run(book, prices, rate):
-    from stress.exchange.kernels import make_params, prepare_book, simulate_path
-    from stress.runner.variables import N_METRICS
-    tiers = flat_tiers(0.005)
-    qty, coll = book.qty.copy(), book.collateral.copy()
-    thr, lo, so, nl, ns = prepare_book(qty, book.entry, coll, tiers.floor, tiers.kernel_cap,
-                                       tiers.mmr, tiers.maint_amount)
-    index = np.asarray(prices, dtype=float)
-    inf, zero = np.full(len(index), np.inf), np.zeros(len(index))
-    out = np.empty(N_METRICS)
-    simulate_path(index, index, inf, inf, zero, zero, qty, book.entry, coll, thr, lo, so, nl,
-                  ns, tiers.floor, tiers.kernel_cap, tiers.mmr, tiers.maint_amount,
-                  np.asarray(NBP, dtype=np.int64),
-                  make_params(funding_every=1, funding_mode=1, funding_rate=rate,
-                              funding_cap=1.0), out)
-    return out, coll
+    from stress.exchange.kernels import C
+    out, acct = simulate(prices, book, flat_tiers(0.005), NBP, 0.0, return_accounts=True,
+                         funding_every=1, funding_mode=1, funding_rate=rate, funding_cap=1.0)
+    return out, acct[:, C]
 
 
 def test_funding_is_zero_sum_with_unbalanced_sides():

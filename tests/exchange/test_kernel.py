@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import flat_tiers, random_book
-from stress.exchange.kernels import make_params, prepare_book, simulate, simulate_path
+from stress.exchange.kernels import C, Q, simulate
 from stress.exchange.reference import ReferenceEngine, VectorisedEngine
 from stress.population import Book
 from stress.runner.shard import check_identity
@@ -31,17 +31,8 @@ def metrics(out):
 
 def run_kernel(prices, book, tiers, layers, fund, **kw):
     """Run the kernel and return (metrics, qty after, collateral after)."""
-    qty, coll = book.qty.copy(), book.collateral.copy()
-    thr, lo, so, nl, ns = prepare_book(qty, book.entry, coll, tiers.floor, tiers.kernel_cap,
-                                       tiers.mmr, tiers.maint_amount)
-    out = np.empty(N_METRICS)
-    index = np.asarray(prices, dtype=float)
-    inf, zero = np.full(len(index), np.inf), np.zeros(len(index))
-    simulate_path(index, index, inf, inf, zero, zero, qty, book.entry, coll, thr, lo, so, nl,
-                  ns, tiers.floor, tiers.kernel_cap, tiers.mmr, tiers.maint_amount,
-                  np.asarray(codes(layers), dtype=np.int64),
-                  make_params(fund_initial=fund, **kw), out)
-    return metrics(out), qty, coll
+    out, acct = simulate(prices, book, tiers, codes(layers), fund, return_accounts=True, **kw)
+    return metrics(out), acct[:, Q], acct[:, C]
 
 
 # ------------------------------------------------------------------ worked example
