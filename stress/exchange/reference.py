@@ -118,7 +118,7 @@ class ReferenceEngine:
     def requirement(self, i: int, mark: float) -> float:
         q, e = abs(self.qty[i]), self.entry[i]
         notional = q * (e if self.p["mm_entry"] else mark)
-        return self.tiers.maintenance_margin(notional) + self.p["req_fee"] * q * mark
+        return float(self.tiers.maintenance_margin(notional)) + self.p["req_fee"] * q * mark
 
     def equity(self, i: int, mark: float) -> float:
         return margin.equity(self.qty[i], self.entry[i], self.collateral[i], mark)
@@ -276,7 +276,7 @@ class ReferenceEngine:
         k = self.tiers.index(q * mark)
         if style == 1:
             return q if k + 1 < self.p["partial_min_tier"] else self.p["partial_fraction"] * q
-        return q if k == 0 else q - self.tiers.cap[k - 1] / mark
+        return q if k == 0 else q - float(self.tiers.cap[k - 1]) / mark
 
     def step(self, t: int, mark: float, orders: list, fills: dict) -> None:
         """One round at ``mark``: close or reduce, credit, then pay shortfalls."""
