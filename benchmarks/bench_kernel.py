@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stress._jit import NUMBA_DISABLED  # noqa: E402
 from stress.config import SyntheticPopulation  # noqa: E402
-from stress.exchange.kernels import prepare_book, simulate  # noqa: E402
+from stress.exchange.kernels import (book_accounts, make_params, prepare_book,  # noqa: E402
+                                     simulate, tier_array)
 from stress.exchange.reference import ReferenceEngine, VectorisedEngine  # noqa: E402
 from stress.exchange.tiers import builtin_tiers  # noqa: E402
 from stress.population import Book, synthetic_book  # noqa: E402
@@ -102,15 +103,17 @@ def make_book(accounts: int, tiers, seed: int = SEED) -> Book:
 
 
 def prepare(book: Book, tiers):
-    return prepare_book(book.qty, book.entry, book.collateral, tiers.floor, tiers.kernel_cap,
-                        tiers.mmr, tiers.maint_amount)
+    """The book's account array with its thresholds, and its sorted orders."""
+    acct = book_accounts(book)
+    return acct, prepare_book(acct, tier_array(tiers), make_params())
 
 
 def run_kernel(prices, book, tiers, fund, prepared=None, layers=LAYERS):
     codes = [LAYER_CODES[name] for name in layers]
+    acct, orders = prepared if prepared is not None else (None, None)
     return simulate(prices, book, tiers, codes, fund, fee_rate=FEE_RATE, fee_share=FEE_SHARE,
                     slippage=SLIPPAGE, step_minutes=STEP_MINUTES,
-                    adl_basis=ADL_BASIS_CODES[ADL_BASIS], prepared=prepared)
+                    adl_basis=ADL_BASIS_CODES[ADL_BASIS], prepared=orders, acct=acct)
 
 
 def run_reference(cls, prices, book, tiers, fund):

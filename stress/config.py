@@ -602,6 +602,15 @@ class Config(Strict):
                 raise ConfigError(f"{i}.name", "policy names must be unique", n)
         return v
 
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        top = self.population.top_up
+        if getattr(top, "adoption", 0.0) > 0 and not self.exchange.margin_alerts:
+            raise ConfigError("population.top_up.adoption",
+                              "top-ups happen at margin alerts: set exchange.margin_alerts",
+                              top.adoption)
+        return self
+
     @property
     def source(self) -> str | None:
         return self._source
