@@ -255,16 +255,20 @@ class ReferenceEngine:
         if v >= prob:
             return
         target = self.p["topup_target"] or 0.5 * level
-        add = min(self.requirement(i, mark) / target - self.equity(i, mark), self.budget[i])
+        req, equity = self.requirement(i, mark), self.equity(i, mark)
+        add = min(req / target - equity, self.budget[i])
         if add <= 0:
             return
         self.collateral[i] += add
         self.budget[i] -= add
         self.m["n_topups"] += 1
         self.m["topup_volume"] += add
+        # Re-armed on the equity after the top-up (as the sum: a ratio landing exactly on
+        # a level counts as crossing it, and the rounding must be the kernel's).
+        equity += add
         self.alert_next[i] = 0
         while (self.alert_next[i] < len(self.alerts)
-               and self.breached(i, mark, self.alerts[self.alert_next[i]])):
+               and equity <= (1.0 / self.alerts[self.alert_next[i]]) * req):
             self.alert_next[i] += 1
 
     def planned(self, i: int, act: str, mark: float) -> float:
