@@ -62,6 +62,19 @@ class CSVTable:
             out.append(v)
         return out
 
+    def choices(self, column: str, allowed: tuple[str, ...], *, default: str) -> list[str]:
+        """Values of ``column`` from ``allowed``; an empty cell is ``default``."""
+        out = []
+        for i, row in enumerate(self.rows):
+            raw = (row.get(column) or "").strip()
+            if raw == "":
+                out.append(default)
+                continue
+            if raw not in allowed:
+                raise self.error(i, column, f"must be one of {', '.join(allowed)}", raw)
+            out.append(raw)
+        return out
+
     def strings(self, column: str) -> list[str]:
         out = []
         for i, row in enumerate(self.rows):

@@ -229,6 +229,58 @@ def calibrate(
         typer.echo(f"wrote {out}")
 
 
+@app.command()
+def conformance(
+    files: list[Path] = typer.Argument(..., metavar="FILE.json",
+                                       help="Golden-vector files ({\"cases\": [...]} or a list); "
+                                            "tier paths resolve relative to each file's folder."),
+) -> None:
+    """Check the margin formulas against golden test vectors; exit 0 if all pass, 1 if not."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from stress.errors import StressError
+    from stress.exchange.conformance import check, load_cases
+
+    results, n_cases = [], 0
+    for f in files:
+        try:
+            for case in load_cases(f):
+                results.extend(check(case, base_dir=f.parent))
+                n_cases += 1
+        except StressError as e:
+            _fail(str(e) if getattr(e, "source", None) else f"{f}: {e}")
+
+    def show(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.10g}"
+        if isinstance(v, list):
+            return ", ".join(map(str, v))
+        return str(v)
+
+    console = Console()
+    if not console.is_terminal:  # keep ids on one line in logs and pipes
+        console = Console(width=max(console.width, 160))
+    table = Table()
+    for name in ("id", "kind", "venue", "output"):
+        table.add_column(name)
+    table.add_column("expected", justify="right")
+    table.add_column("got", justify="right")
+    table.add_column("result")
+    for r in results:
+        verdict = Text("PASS", style="green") if r.passed else Text("FAIL", style="bold red")
+        table.add_row(*(Text(show(v)) for v in (r.id, r.kind, r.venue, r.key, r.expected,
+                                                 r.got)), verdict)
+    console.print(table)
+    failed = sum(not r.passed for r in results)
+    console.print(f"{len(results) - failed} of {len(results)} outputs passed, {failed} failed "
+                  f"({n_cases} cases in {len(files)} file{'s' if len(files) != 1 else ''})",
+                  highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:  # console-script entry point
     app()
 

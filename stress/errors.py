@@ -51,7 +51,9 @@ class ConfigError(StressError, ValueError):
             parts.append(self.key)
         text = ": ".join(parts + [self.message])
         if self.value is not _UNSET:
-            value = self.value.item() if hasattr(self.value, "item") else self.value
+            value = self.value
+            if hasattr(value, "tolist"):  # numpy scalars and arrays
+                value = value.tolist()
             text += f", got {value!r}"
         return text
 

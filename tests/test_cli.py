@@ -157,3 +157,69 @@ def test_overflowing_market_is_a_user_error(tmp_cwd):
     r = runner.invoke(app, ["run", "c.yaml", "-w", "1", "--no-progress"])
     assert r.exit_code == 2
     assert "is not finite (overflow)" in r.output
+
+
+# --- stress conformance -------------------------------------------------------
+
+GOLDEN_FILES = sorted(str(f) for f in (ROOT / "tests" / "golden").glob("*.json"))
+
+
+def _golden_case(file: str, case_id: str) -> dict:
+    import json
+    cases = json.loads((ROOT / "tests" / "golden" / file).read_text())["cases"]
+    return next(c for c in cases if c["id"] == case_id)
+
+
+def test_conformance_passes_every_golden_vector():
+    r = runner.invoke(app, ["conformance", *GOLDEN_FILES])
+    assert r.exit_code == 0, r.output
+    for word in ("id", "kind", "venue", "output", "expected", "got", "result",
+                 "binance-off-cross-btc-lp", "26316.89", "PASS"):
+        assert word in r.output
+    assert "FAIL" not in r.output
+    assert f"0 failed (99 cases in {len(GOLDEN_FILES)} files)" in r.output
+
+
+def test_conformance_wrong_expected_value_exits_1(tmp_cwd):
+    import json
+    good = _golden_case("binance_usdm.json", "binance-iso-long-125x")  # tiers/… → bundled copy
+    bad = _golden_case("okx.json", "okx-iso-long-lp-fee")
+    bad["expected"]["liquidation_price"] = 28600.0
+    (tmp_cwd / "v.json").write_text(json.dumps({"cases": [good, bad]}))
+    r = runner.invoke(app, ["conformance", "v.json"])
+    assert r.exit_code == 1, r.output
+    assert "FAIL" in r.output and "PASS" in r.output and "28628.82973" in r.output
+    assert "2 of 3 outputs passed, 1 failed (2 cases in 1 file)" in r.output
+
+
+def test_conformance_missing_file_exits_2(tmp_cwd):
+    r = runner.invoke(app, ["conformance", "nope.json"])
+    assert r.exit_code == 2
+    assert r.output.strip() == "error: nope.json: file not found"
+
+
+def test_conformance_unknown_kind_exits_2_with_one_line(tmp_cwd):
+    import json
+    case = _golden_case("funding.json", "fund-long-pos-rate")
+    case["kind"] = "funding_fee"
+    (tmp_cwd / "v.json").write_text(json.dumps([case]))
+    r = runner.invoke(app, ["conformance", "v.json"])
+    assert r.exit_code == 2
+    assert "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert r.output.startswith("error: v.json: case 'fund-long-pos-rate': kind: unknown kind "
+                               "'funding_fee'")
+
+
+def test_conformance_bad_json_and_bad_tier_table_exit_2(tmp_cwd):
+    import json
+    (tmp_cwd / "v.json").write_text('{"cases": [')
+    r = runner.invoke(app, ["conformance", "v.json"])
+    assert r.exit_code == 2 and "v.json: invalid JSON: line 1" in r.output
+    case = _golden_case("okx.json", "okx-sec-tier-60000-cont")
+    case["inputs"]["tiers"][1]["notional_floor"] = 21000
+    (tmp_cwd / "v.json").write_text(json.dumps([case]))
+    r = runner.invoke(app, ["conformance", "v.json"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert ("v.json: case 'okx-sec-tier-60000-cont': inputs.tiers.1.notional_floor: tiers must "
+            "be contiguous") in r.output

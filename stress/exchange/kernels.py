@@ -229,6 +229,24 @@ def liquidation_threshold(qty, entry, collateral, floor, cap, mmr, amt):
 
 
 @njit(cache=True)
+def liquidation_prices(acct, tt, params):
+    """Each account's liquidation price (NaN for a closed position): the liquidation
+    trigger's :func:`threshold` with the slack taken off."""
+    n = acct.shape[0]
+    out = np.empty(n)
+    req_fee = params[P_REQ_FEE]
+    mm_entry = params[P_MM_ENTRY] != 0.0
+    for i in range(n):
+        q = acct[i, Q]
+        if q == 0.0:
+            out[i] = np.nan
+            continue
+        thr = threshold(q, acct[i, E], acct[i, C], tt, req_fee, mm_entry, 1.0)
+        out[i] = thr / (1.0 + _SLACK) if q > 0.0 else thr / (1.0 - _SLACK)
+    return out
+
+
+@njit(cache=True)
 def event_threshold(i, acct, tt, params):
     """The nearest price at which something happens to account ``i``: its
     liquidation, its stop-loss or its next margin alert."""

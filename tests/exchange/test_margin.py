@@ -1,10 +1,8 @@
-"""Margin formulas against the venues' published examples (tests/golden, copied from
-shared/golden) and the seed article's facts.
+"""Margin formulas of the simulator's isolated linear positions: the seed article's facts,
+the Binance bracket example and agreement with the kernel's liquidation thresholds.
 
-Issue 3 covers isolated linear positions with maintenance margin on the mark
-notional and no fee inside the requirement; the cases selected below are
-exactly those (cross margin, inverse contracts and fee conventions belong to
-the conformance layer of the exchange-mechanics issue).
+Every golden vector (tests/golden, all venues and conventions) is checked through
+``stress.exchange.conformance`` in ``test_conformance.py``.
 """
 
 from __future__ import annotations
@@ -14,102 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from conftest import GOLDEN, close, golden_cases
 from stress.exchange import margin
 from stress.exchange.kernels import liquidation_threshold
-from stress.exchange.tiers import TierTable, read_tier_csv
-
-
-def _tiers(inputs):
-    if "tiers" in inputs:
-        return read_tier_csv(GOLDEN / inputs["tiers"])
-    # A single rate with its maintenance amount, as the venue's example states it
-    # (not a full table, so it skips the table checks).
-    return TierTable(*(np.array([v]) for v in (0.0, np.inf, inputs["mmr"],
-                                                inputs.get("maint_amount", 0.0), 100.0)))
-
-
-def _in_scope(case) -> bool:
-    i = case["inputs"]
-    return (case["contract"] == "linear"
-            and i.get("margin_mode", "isolated") == "isolated"
-            and i.get("mm_basis", "mark") == "mark"
-            and not i.get("fee_rate")
-            and case["kind"] in {"unrealized_pnl", "roe", "initial_margin", "maintenance_margin",
-                                 "liquidation_price", "bankruptcy_price", "margin_ratio",
-                                 "tier_lookup", "adl_rank"}
-            and not (case["kind"] == "margin_ratio" and "maintenance_margin" not in i)
-            and "imf" not in i and "max_leverage" not in i or case["kind"] == "tier_lookup")
-
-
-CASES = [c for c in golden_cases("seed_article.json", "binance_usdm.json", "adl_ranking.json")
-         if _in_scope(c)]
-
-
-def evaluate(case) -> dict:
-    i = case["inputs"]
-    kind = case["kind"]
-    s = 1.0 if i.get("side", "long") == "long" else -1.0
-    q = s * i.get("qty", 0.0)
-    got = {}
-    if kind in ("unrealized_pnl", "roe"):
-        got["upnl"] = margin.unrealized_pnl(q, i["entry_price"], i["mark_price"])
-        if kind == "roe":
-            got["roe"] = margin.roe(q, i["entry_price"], i["mark_price"], i["leverage"])
-    elif kind == "initial_margin":
-        got["initial_margin"] = margin.initial_margin(q, i["price"], i["leverage"])
-    elif kind == "maintenance_margin":
-        tiers = _tiers(i)
-        notional = i.get("notional", abs(q) * i.get("price", 0.0))
-        got["maintenance_margin"] = tiers.maintenance_margin(notional)
-        got["mmr"] = float(tiers.mmr[tiers.index(notional)])
-    elif kind == "liquidation_price":
-        tiers = _tiers(i)
-        lp = margin.liquidation_price(q, i["entry_price"], i["collateral"], tiers)
-        got["liquidation_price"] = lp
-        got["mmr"] = float(tiers.mmr[tiers.index(abs(q) * lp)])
-    elif kind == "bankruptcy_price":
-        coll = i.get("collateral", abs(q) * i["entry_price"] / i.get("leverage", 1.0))
-        got["bankruptcy_price"] = margin.bankruptcy_price(q, i["entry_price"], coll)
-    elif kind == "margin_ratio":
-        got["margin_ratio"] = margin.margin_ratio(i["maintenance_margin"], i["margin_balance"])
-    elif kind == "tier_lookup":
-        tiers = read_tier_csv(GOLDEN / i["tiers"])
-        k = tiers.index(i["notional"])
-        got.update(tier=k + 1, mmr=tiers.mmr[k], maint_amount=tiers.maint_amount[k],
-                   max_leverage=tiers.max_leverage[k],
-                   maintenance_margin=tiers.maintenance_margin(i["notional"]))
-    elif kind == "adl_rank":
-        scores = {}
-        for p in i["positions"]:
-            pq = (1.0 if p["side"] == "long" else -1.0) * p["qty"]
-            scores[p["id"]] = margin.adl_score(pq, p["entry_price"], p["collateral"],
-                                               i["mark_price"], pnl_basis="entry_value")
-        got["scores"] = scores
-        got["ranking"] = sorted(scores, key=lambda k: -scores[k])
-    return got
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_golden_vector(case):
-    got = evaluate(case)
-    for key, exp in case["expected"].items():
-        if isinstance(exp, dict):
-            for k, v in exp.items():
-                assert close(got[key][k], v, case["tolerance"]), (key, k, got[key][k], v)
-        elif isinstance(exp, list):
-            assert got[key] == exp
-        else:
-            assert close(got[key], exp, case["tolerance"]), (key, got[key], exp)
-
-
-def test_enough_golden_vectors_are_checked():
-    # Guards the scope filter above from silently dropping the venues' examples.
-    ids = {c["id"] for c in CASES}
-    assert len(CASES) >= 25
-    assert {"seed-pnl-up-1pct", "seed-bankrupt-10pct", "seed-margin-ratio-5pct",
-            "binance-iso-long-125x", "binance-iso-short-5x-tier6", "binance-ft-iso-eth",
-            "adl-shorts-mixed"} <= ids
 
 
 def test_seed_article_facts():
