@@ -391,3 +391,57 @@ def test_kernel_equals_reference_on_a_large_book_with_every_rule():
 def test_make_params_rejects_bad_alerts():
     with pytest.raises(ValueError):
         make_params(alerts=(0.5, 0.4))
+
+
+# ------------------------------------- the kernel's trigger == the conformance layer
+COIN_TIERS = [
+    {"notional_floor": 0, "notional_cap": 0.5, "mmr": 0.005, "maint_amount": 0,
+     "max_leverage": 100},
+    {"notional_floor": 0.5, "notional_cap": 2.0, "mmr": 0.01, "maint_amount": 0.0025,
+     "max_leverage": 50},
+    {"notional_floor": 2.0, "notional_cap": None, "mmr": 0.025, "maint_amount": 0.0325,
+     "max_leverage": 20}]
+
+
+@settings(max_examples=300, deadline=None)
+@given(long=st.booleans(), inverse=st.booleans(), lev=st.floats(1.2, 90),
+       size=st.floats(0.01, 3.0), move=st.floats(-0.3, 0.3),
+       fee=st.sampled_from([0.0, 0.0005, 0.00075]), basis=st.sampled_from(["mark", "entry"]),
+       table=st.sampled_from(["tiers/binance_usdm_btcusdt_2021.csv",
+                              "tiers/gate_btcusdt_risk_limit.csv",
+                              "tiers/hyperliquid_btc_testnet.csv"]))
+def test_kernel_liquidation_price_equals_the_conformance_layer(long, inverse, lev, size, move,
+                                                               fee, basis, table):
+    # Two independent implementations of the trigger: the numba threshold (through
+    # stress.population.liquidation_prices) and the plain-Python solver behind
+    # stress.exchange.conformance.evaluate, on random positions, both contracts,
+    # both MM bases, fees in the requirement, continuous tier tables.
+    from stress.config import ExchangeConfig
+    from stress.exchange.conformance import evaluate
+    from stress.population import liquidation_prices
+    entry = 30_000.0 * (1.0 + move)
+    if inverse:
+        qty = size * entry  # USD face value; notional size coin
+        coll = size / lev
+        rows = COIN_TIERS
+    else:
+        qty = size * 40.0  # base units; notional up to ~4.7M quote
+        coll = qty * entry / lev
+        rows = table
+    case = {"id": "gen", "kind": "liquidation_price", "venue": "generic",
+            "contract": "inverse" if inverse else "linear",
+            "inputs": {"side": "long" if long else "short", "qty": qty, "entry_price": entry,
+                       "collateral": coll, "margin_mode": "isolated", "mm_basis": basis,
+                       "fee_rate": fee, "tiers": rows, "contract_multiplier": 1.0},
+            "expected": {"liquidation_price": None}}
+    got = evaluate(case, base_dir=GOLDEN)["liquidation_price"]
+    tiers = (TierTable.from_rows(rows) if isinstance(rows, list)
+             else read_tier_csv(GOLDEN / rows))
+    ex = ExchangeConfig(contract="inverse" if inverse else "linear", mm_basis=basis,
+                        requirement_fee_rate=fee)
+    book = Book.from_arrays([qty if long else -qty], [entry], [coll])
+    lp = liquidation_prices(book, tiers, ex)[0]
+    if not (math.isfinite(got) and got > 0):
+        assert not (math.isfinite(lp) and lp > 0) or (long and lp <= 0)
+        return
+    assert lp == pytest.approx(got, rel=1e-9)
