@@ -281,6 +281,65 @@ def conformance(
         raise typer.Exit(1)
 
 
+@app.command()
+def levels(
+    config: Path = typer.Argument(..., help="YAML config file (its book and exchange rules)."),
+    mark: Optional[float] = typer.Option(None, "--mark",
+                                         help="Mark price (default: the market's start price)."),
+    bins: int = typer.Option(20, "--bins", min=1, help="Price bins."),
+    span: float = typer.Option(0.2, "--span", min=0.0, max=1.0,
+                               help="Half-width of the price range, fraction of the mark."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Also write the levels as netCDF (.nc) or CSV."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help=SCENARIO_HELP),
+) -> None:
+    """Notional liquidated at each price level around the mark (a liquidation map)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from stress.errors import ConfigError, StressError
+    from stress.population import liquidation_levels
+    from stress.runner.prepare import prepare
+    from stress.runner.run import resolve_config
+    from stress.runner.store import write_atomic
+
+    try:
+        cfg = resolve_config(config, {}, scenario)
+        prep = prepare(cfg)
+        price = prep.s0 if mark is None else mark
+        if not 0 < span < 1:
+            raise ConfigError("--span", "must be in (0, 1)", span)
+        ds = liquidation_levels(prep.book_for_path(0), price, prep.tiers,
+                                exchange=cfg.exchange, bins=bins, span=span)
+    except StressError as e:
+        _fail(str(e))
+    table = Table(title=f"liquidation levels of {cfg.run.name} at mark {price:,.6g}")
+    for name in ("price from", "price to", "long notional", "cum. long", "short notional",
+                 "cum. short"):
+        table.add_column(name, justify="right")
+    for k in range(ds.sizes["price"]):
+        table.add_row(*(f"{float(ds[v][k]):,.6g}" for v in (
+            "price_low", "price_high", "long_notional", "cumulative_long", "short_notional",
+            "cumulative_short")))
+    console = Console()
+    console.print(table)
+    console.print(f"liquidatable at the mark already: long {ds.attrs['liquidatable_now_long']:,.6g}"
+                  f", short {ds.attrs['liquidatable_now_short']:,.6g}; beyond the range: long "
+                  f"{ds.attrs['outside_long']:,.6g}, short {ds.attrs['outside_short']:,.6g} "
+                  f"(quote)", highlight=False)
+    if out is not None:
+        try:
+            if out.suffix == ".csv":
+                tmp = out.with_name(f".{out.name}.tmp")
+                ds.to_dataframe().to_csv(tmp)
+                tmp.replace(out)
+            else:
+                write_atomic(ds, out)
+        except OSError as e:
+            _fail(f"{out}: cannot write: {e.strerror or e}")
+        typer.echo(f"wrote {out}")
+
+
 def main() -> None:  # console-script entry point
     app()
 

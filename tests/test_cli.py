@@ -223,3 +223,28 @@ def test_conformance_bad_json_and_bad_tier_table_exit_2(tmp_cwd):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     assert ("v.json: case 'okx-sec-tier-60000-cont': inputs.tiers.1.notional_floor: tiers must "
             "be contiguous") in r.output
+
+
+def test_levels_prints_the_liquidation_map_and_writes_it(tmp_path):
+    import pandas as pd
+    cfg = write(tmp_path, GOOD)
+    out = tmp_path / "levels.csv"
+    r = runner.invoke(app, ["levels", str(cfg), "--bins", "4", "--span", "0.2", "-o", str(out)],
+                      terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "liquidation levels of tiny at mark 100" in r.output
+    df = pd.read_csv(out)
+    assert list(df.price_low) == pytest.approx([80.0, 90.0, 100.0, 110.0])
+    # Longs are liquidated below the mark, shorts above.
+    assert df.long_notional[:2].sum() > 0 and df.long_notional[2:].sum() == 0
+    assert df.short_notional[2:].sum() > 0 and df.short_notional[:2].sum() == 0
+
+
+def test_levels_rejects_a_bad_span_and_a_bad_config(tmp_path):
+    cfg = write(tmp_path, GOOD)
+    r = runner.invoke(app, ["levels", str(cfg), "--span", "1"])
+    assert r.exit_code == 2 and "--span" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["levels", str(write(tmp_path, GOOD + "exchange: {preset: nope}\n",
+                                                 "bad.yaml"))])
+    assert r.exit_code == 2 and "exchange.preset" in r.output
+    assert len(r.output.strip().splitlines()) == 1
