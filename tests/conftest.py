@@ -24,6 +24,24 @@ def flat_tiers(mmr: float, maint_amount: float = 0.0, max_leverage: float = 100.
                                  "maint_amount": maint_amount, "max_leverage": max_leverage}])
 
 
+def small_tiers() -> TierTable:
+    """Three tiers at toy notionals (20, 60), so that random books cross them."""
+    return TierTable.from_rows([
+        {"notional_floor": 0, "notional_cap": 20, "mmr": 0.01, "maint_amount": 0,
+         "max_leverage": 50},
+        {"notional_floor": 20, "notional_cap": 60, "mmr": 0.02, "maint_amount": 0.2,
+         "max_leverage": 25},
+        {"notional_floor": 60, "notional_cap": None, "mmr": 0.05, "maint_amount": 2.0,
+         "max_leverage": 10}])
+
+
+def jump_prices(rng: np.random.Generator, steps: int, vol: float = 0.01, rate: float = 0.05,
+                jump_mean: float = -0.05, jump_std: float = 0.08, s0: float = 100.0):
+    """A random path of ``steps`` log-normal moves with occasional (mostly downward) jumps."""
+    jumps = np.where(rng.random(steps) < rate, rng.normal(jump_mean, jump_std, steps), 0.0)
+    return s0 * np.exp(np.cumsum(np.r_[0.0, vol * rng.standard_normal(steps) + jumps]))
+
+
 @pytest.fixture(scope="session")
 def binance_tiers() -> TierTable:
     return builtin_tiers("binance_btcusdt_2021")

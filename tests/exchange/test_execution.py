@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import close, flat_tiers, golden_cases, random_book
+from conftest import close, flat_tiers, golden_cases, jump_prices, random_book
 from stress.exchange.kernels import funding_rate, simulate
 from stress.exchange.reference import ReferenceEngine
 from stress.market.liquidity import PathLiquidity
@@ -185,8 +185,7 @@ def test_kernel_equals_reference_with_liquidity_and_funding(seed, n, layers, dep
     rng = np.random.default_rng(seed)
     book = random_book(rng, n)
     steps = 100
-    jumps = np.where(rng.random(steps) < 0.06, rng.normal(-0.04, 0.07, steps), 0.0)
-    index = 100.0 * np.exp(np.cumsum(np.r_[0.0, 0.008 * rng.standard_normal(steps) + jumps]))
+    index = jump_prices(rng, steps, vol=0.008, rate=0.06, jump_mean=-0.04, jump_std=0.07)
     mark = index * (1 + 0.002 * rng.standard_normal(steps + 1))
     d = depth * np.exp(0.5 * rng.standard_normal(steps + 1))
     gaps = np.where(rng.random(steps + 1) < 0.1, 0.02, 0.0)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import flat_tiers, random_book
+from conftest import flat_tiers, jump_prices, random_book, small_tiers
 from stress.exchange.kernels import C, Q, simulate
 from stress.exchange.reference import ReferenceEngine, VectorisedEngine
 from stress.population import Book
@@ -193,9 +193,8 @@ def test_kernel_equals_reference_on_random_books(seed, n, layers, fund, fee, sli
     rng = np.random.default_rng(seed)
     book = random_book(rng, n)
     steps = 120
-    jumps = np.where(rng.random(steps) < 0.05, rng.normal(-0.05, 0.08, steps), 0.0)
-    prices = 100.0 * np.exp(np.cumsum(np.r_[0.0, 0.01 * rng.standard_normal(steps) + jumps]))
-    tiers = flat_tiers(0.01, max_leverage=50) if seed % 2 else _small_tiers()
+    prices = jump_prices(rng, steps)
+    tiers = flat_tiers(0.01, max_leverage=50) if seed % 2 else small_tiers()
     kw = dict(fee_rate=fee, fee_share=0.7, slippage=slip, step_minutes=1.0)
     out = simulate(prices, book, tiers, codes(layers), fund, adl_basis=int(basis != "collateral"),
                    **kw)
@@ -205,23 +204,12 @@ def test_kernel_equals_reference_on_random_books(seed, n, layers, fund, fee, sli
     check_identity(out[None, None, :], ["p"])
 
 
-def _small_tiers():
-    from stress.exchange.tiers import TierTable
-    return TierTable.from_rows([
-        {"notional_floor": 0, "notional_cap": 20, "mmr": 0.01, "maint_amount": 0,
-         "max_leverage": 50},
-        {"notional_floor": 20, "notional_cap": 60, "mmr": 0.02, "maint_amount": 0.2,
-         "max_leverage": 25},
-        {"notional_floor": 60, "notional_cap": None, "mmr": 0.05, "maint_amount": 2.0,
-         "max_leverage": 10}])
-
-
 def test_vectorised_engine_equals_kernel():
     rng = np.random.default_rng(5)
     book = random_book(rng, 2_000)
     prices = 100.0 * np.exp(np.cumsum(np.r_[0.0, 0.004 * rng.standard_normal(400)]))
     prices[200:] *= 0.85
-    tiers = _small_tiers()
+    tiers = small_tiers()
     for layers in (["insurance_fund", "adl"], ["socialised", "platform"]):
         out = simulate(prices, book, tiers, codes(layers), 50.0, 0.001, 1.0, 0.002)
         vec = VectorisedEngine(prices, book.qty, book.entry, book.collateral, tiers, layers,
@@ -240,9 +228,8 @@ def test_kernel_equals_reference_when_the_book_is_resorted(seed, layers):
     rng = np.random.default_rng(seed)
     book = random_book(rng, 400)
     steps = 80
-    jumps = np.where(rng.random(steps) < 0.1, rng.normal(-0.04, 0.06, steps), 0.0)
-    prices = 100.0 * np.exp(np.cumsum(np.r_[0.0, 0.008 * rng.standard_normal(steps) + jumps]))
-    tiers = _small_tiers()
+    prices = jump_prices(rng, steps, vol=0.008, rate=0.1, jump_mean=-0.04, jump_std=0.06)
+    tiers = small_tiers()
     out = simulate(prices, book, tiers, codes(layers), 20.0, 0.001, 1.0, 0.002)
     ref = ReferenceEngine(prices, book.qty, book.entry, book.collateral, tiers, layers, 20.0,
                           0.001, 1.0, 0.002).run()

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import GOLDEN, flat_tiers, golden_cases, random_book
+from conftest import (GOLDEN, flat_tiers, golden_cases, jump_prices, random_book,
+                      small_tiers)
 from stress.exchange.contracts import kernel_accounts
 from stress.exchange.kernels import (C, Q, _SLACK, account_array, make_params, simulate,
                                      threshold, tier_array)
@@ -315,16 +316,6 @@ def test_inverse_long_shortfall_in_coin_and_quote():
 
 
 # ------------------------------------------------------------- kernel == reference
-def _tiers3():
-    return TierTable.from_rows([
-        {"notional_floor": 0, "notional_cap": 20, "mmr": 0.01, "maint_amount": 0,
-         "max_leverage": 50},
-        {"notional_floor": 20, "notional_cap": 60, "mmr": 0.02, "maint_amount": 0.2,
-         "max_leverage": 25},
-        {"notional_floor": 60, "notional_cap": None, "mmr": 0.05, "maint_amount": 2.0,
-         "max_leverage": 10}])
-
-
 LAYERS = [["insurance_fund", "adl"], ["socialised"], ["platform"],
           ["insurance_fund", "socialised", "platform"], ["adl", "insurance_fund"]]
 
@@ -341,14 +332,13 @@ def test_kernel_equals_reference_with_every_rule(seed, n, layers, style, entry_b
     rng = np.random.default_rng(seed)
     book = random_book(rng, n)
     steps = 120
-    jumps = np.where(rng.random(steps) < 0.05, rng.normal(-0.05, 0.08, steps), 0.0)
-    prices = 100.0 * np.exp(np.cumsum(np.r_[0.0, 0.01 * rng.standard_normal(steps) + jumps]))
+    prices = jump_prices(rng, steps)
     side = np.sign(book.qty)
     stop = np.where(rng.random(n) < stops, book.entry * (1 - side * rng.uniform(0.01, 0.1, n)),
                     np.nan)
     budget = np.where(rng.random(n) < 0.5, book.collateral * rng.uniform(0.1, 2.0, n), 0.0)
     u = rng.random(n)
-    tiers = _tiers3()
+    tiers = small_tiers()
     kw = dict(fee_rate=0.002, fee_share=0.7, slippage=0.003, liq_style=style,
               partial_fraction=0.4, partial_min_tier=2, mm_entry=int(entry_basis),
               req_fee=req_fee, surplus_to_trader=int(to_trader), alerts=alerts,
@@ -378,9 +368,9 @@ def test_kernel_equals_reference_on_a_large_book_with_every_rule():
               partial_min_tier=2, alerts=(0.3, 0.7), topup_prob=0.7)
     acct = account_array(book.qty, book.entry, book.collateral, stop, budget, u)
     layers = ["insurance_fund", "adl"]
-    out = simulate(prices, None, _tiers3(), [LAYER_CODES[x] for x in layers], 20.0, acct=acct,
+    out = simulate(prices, None, small_tiers(), [LAYER_CODES[x] for x in layers], 20.0, acct=acct,
                    **kw)
-    ref = ReferenceEngine(prices, book.qty, book.entry, book.collateral, _tiers3(), layers,
+    ref = ReferenceEngine(prices, book.qty, book.entry, book.collateral, small_tiers(), layers,
                           20.0, stop=stop, budget=budget, u=u, **kw).run()
     m = {name: out[k] for name, k in INDEX.items()}
     assert m["n_margin_alerts"] > 64 and m["n_topups"] > 10 and m["n_stops"] > 5
