@@ -769,7 +769,8 @@ def _pay_funding(f, mark, acct, tt, params, touched):
 
 
 def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
-                         sorder, n_long, n_short, tt, layers, params, out):
+                         sorder, n_long, n_short, tt, layers, params, out, fwork, iwork,
+                         touched, is_loose):
     """Step one book through one price path under one loss policy.
 
     Parameters
@@ -794,6 +795,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         Scalars in the order of :data:`stress.runner.variables.PARAMS`.
     out : float64[N_METRICS]
         Per-path metrics, filled in (see :mod:`stress.runner.variables`).
+    fwork, iwork, touched, is_loose
+        Scratch arrays from :func:`workspace` (reused across calls, so that a
+        path allocates nothing).
 
     Each step: the mark's displacement by earlier forced orders decays, funding
     is paid at its interval, then rounds run at the mark. A round's candidates
@@ -839,32 +843,32 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     # Sort-time thresholds: the walks stop on these, so an account whose threshold
     # moved later cannot stop a walk early; such accounts are "loose" and checked
     # on their own each step until the next re-sort.
-    lkey = np.empty(n)
-    skey = np.empty(n)
+    lkey = fwork[0, :n]
+    skey = fwork[1, :n]
+    liq_short = fwork[2, :n]
+    liq_bp = fwork[3, :n]
+    liq_x = fwork[4, :n]
+    liq_side = fwork[5, :n]
+    score = fwork[6, :n]
+    pend_rem = fwork[7, :n]
+    pend_side = fwork[8, :n]
+    pend_bp = fwork[9, :n]
+    pend_x = fwork[10, :n]
+    loose = iwork[0, :n]
+    cand = iwork[1, :n]
+    act = iwork[2, :n]
+    pend_next = iwork[3, :n]
+    queues = iwork[4:6, :n]
     for j in range(nl):
         lkey[j] = acct[lorder[j], THR]
     for j in range(ns):
         skey[j] = acct[sorder[j], THR]
-    is_loose = np.zeros(n, dtype=np.bool_)
-    loose = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        is_loose[j] = False
+    touched[0] = 0
     n_loose = 0
     max_loose = 64 if n // 64 < 64 else n // 64
-    touched = np.zeros(4 * n + 1, dtype=np.int64)
-
-    cand = np.empty(n, dtype=np.int64)
-    act = np.empty(n, dtype=np.int64)
-    liq_short = np.empty(n)
-    liq_bp = np.empty(n)
-    liq_x = np.empty(n)
-    liq_side = np.empty(n)
-    queues = np.empty((2, n), dtype=np.int64)
     qstate = np.empty(4, dtype=np.int64)
-    score = np.empty(n)
-    pend_rem = np.empty(n)
-    pend_next = np.empty(n, dtype=np.int64)
-    pend_side = np.empty(n)
-    pend_bp = np.empty(n)
-    pend_x = np.empty(n)
 
     disp = 1.0  # displacement of the mark by the permanent impact of forced orders
     used_bid = 0.0  # depth consumed by forced orders, refilling with the recovery half-life
@@ -1071,6 +1075,13 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
     return np.array([float(values[name]) for name in PARAMS])
 
 
+def workspace(n: int):
+    """Scratch arrays of :func:`simulate_path` for books of up to ``n`` accounts:
+    ``(fwork, iwork, touched, is_loose)``."""
+    return (np.empty((11, n)), np.empty((6, n), dtype=np.int64),
+            np.zeros(4 * n + 1, dtype=np.int64), np.zeros(n, dtype=np.bool_))
+
+
 def tier_array(tiers) -> np.ndarray:
     """The kernel's ``tt[4, k]`` from a :class:`~stress.exchange.tiers.TierTable`."""
     return np.ascontiguousarray(np.stack([tiers.floor, tiers.kernel_cap, tiers.mmr,
@@ -1129,7 +1140,8 @@ def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=
         g_bid, g_ask = liquidity.gap_bid, liquidity.gap_ask
     out = np.empty(N_METRICS)
     simulate_path(index, mark0, d_bid, d_ask, g_bid, g_ask, acct, lorder.copy(),
-                  sorder.copy(), nl, ns, tt, np.asarray(layers, dtype=np.int64), p, out)
+                  sorder.copy(), nl, ns, tt, np.asarray(layers, dtype=np.int64), p, out,
+                  *workspace(len(acct)))
     return (out, acct) if return_accounts else out
 
 

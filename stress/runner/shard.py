@@ -13,7 +13,8 @@ import xarray as xr
 from stress import __version__
 from stress.errors import ConservationError, StressError
 from stress.exchange.contracts import kernel_accounts, kernel_market
-from stress.exchange.kernels import U, make_params, prepare_book, simulate_path, tier_array
+from stress.exchange.kernels import (U, make_params, prepare_book, simulate_path, tier_array,
+                                     workspace)
 from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
@@ -70,6 +71,7 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
     if prep.book is not None:
         base = kernel_accounts(prep.book, inverse)
         fixed = base, prepare_book(base, tt, params[0])
+    ws = acct = lo = so = None
     for j, path in enumerate(range(start, stop)):
         rng = path_rng(cfg.run.seed, path)
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
@@ -89,10 +91,17 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
             base = base.copy()
             base[:, U] = rng.random(len(base))
         mk = kernel_market(prices, liq, inverse)
+        if ws is None or len(acct) != len(base):
+            # Buffers reused for every path and policy: a path allocates nothing.
+            ws = workspace(len(base))
+            acct, lo, so = np.empty_like(base), np.empty_like(lorder), np.empty_like(sorder)
         for p in range(n_pol):
+            np.copyto(acct, base)
+            np.copyto(lo, lorder)
+            np.copyto(so, sorder)
             simulate_path(mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid,
-                          mk.gap_ask, base.copy(), lorder.copy(), sorder.copy(), nl, ns, tt,
-                          prep.layers[p], params[p], out[p, j])
+                          mk.gap_ask, acct, lo, so, nl, ns, tt, prep.layers[p], params[p],
+                          out[p, j], *ws)
     check_identity(out, prep.policy_names, start)
     return out
 
