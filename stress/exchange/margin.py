@@ -96,24 +96,10 @@ def liquidation_price(qty: float, entry_price: float, collateral: float,
     For a long this is the highest price at which the position is liquidatable,
     for a short the lowest. With a continuous table (maintenance amounts from
     the cumulative rule) it is the unique root of ``equity(p) = MM(|q|·p)``.
+    The isolated linear case of :func:`position_liquidation_price`.
     """
-    q = abs(qty)
-    s = side(qty)
-    best = -math.inf if s > 0 else math.inf
-    n = len(tiers)
-    for k in range(n):
-        m, a = tiers.mmr[k], tiers.maint_amount[k]
-        lo = tiers.floor[k] / q
-        hi = tiers.cap[k] / q if k < n - 1 else math.inf
-        # equity(p) − MM(p) = C + s·q·(p − E) − (q·p·m − a)  is linear in p.
-        root = (s * q * entry_price - collateral - a) / (q * (s - m))
-        if s > 0:
-            if root > lo or k == 0:
-                best = max(best, min(root, hi))
-        else:
-            if root <= hi:
-                best = min(best, max(root, lo))
-    return best
+    return position_liquidation_price(Position(qty, entry_price, collateral),
+                                      MarginRule(tiers=tiers)).price
 
 
 def adl_score(qty: float, entry_price: float, collateral: float, mark_price: float,
