@@ -124,12 +124,6 @@ def tier_index(notional, cap):
 
 
 @njit(cache=True)
-def maintenance_margin(notional, cap, mmr, amt):
-    k = tier_index(notional, cap)
-    return notional * mmr[k] - amt[k]
-
-
-@njit(cache=True)
 def requirement(qty, entry, mark, tt, req_fee, mm_entry):
     """Maintenance requirement at ``mark``: MM of the notional at the mark (or at entry,
     ``mm_entry``) plus ``req_fee`` × the notional at the mark."""
