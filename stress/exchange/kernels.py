@@ -514,6 +514,18 @@ def _socialise(pot, mark, acct, tt, params, touched):
     return total if everything else pot
 
 
+@njit(cache=True, inline="always")
+def _candidate(a, mark, acct, tt, params, cand, act, m):
+    """Append account ``a`` to the candidates if something happens to it at ``mark``;
+    returns the new count."""
+    w = action(a, mark, acct, tt, params)
+    if w != ACT_NONE:
+        cand[m] = a
+        act[m] = w
+        m += 1
+    return m
+
+
 @njit(cache=True)
 def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
             is_loose, loose, n_loose, cand, act):
@@ -521,7 +533,8 @@ def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl
     account order; returns their count.
 
     Walk each sorted side from its head while the sort-time threshold is crossed,
-    then check the loose accounts; :func:`action` confirms each.
+    then check the loose accounts; :func:`action` confirms each. (The two walks
+    are written out: a shared walk with a side argument cost 8 % of a default run.)
     """
     m = 0
     i = lhead
@@ -530,11 +543,7 @@ def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl
             break
         a = lorder[i]
         if not is_loose[a] and acct[a, Q] > 0.0:
-            w = action(a, mark, acct, tt, params)
-            if w != ACT_NONE:
-                cand[m] = a
-                act[m] = w
-                m += 1
+            m = _candidate(a, mark, acct, tt, params, cand, act, m)
         i += 1
     i = shead
     while i < ns:
@@ -542,22 +551,14 @@ def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl
             break
         a = sorder[i]
         if not is_loose[a] and acct[a, Q] < 0.0:
-            w = action(a, mark, acct, tt, params)
-            if w != ACT_NONE:
-                cand[m] = a
-                act[m] = w
-                m += 1
+            m = _candidate(a, mark, acct, tt, params, cand, act, m)
         i += 1
     for j in range(n_loose):
         a = loose[j]
         q = acct[a, Q]
         thr = acct[a, THR]
         if (q > 0.0 and mark <= thr) or (q < 0.0 and mark >= thr):
-            w = action(a, mark, acct, tt, params)
-            if w != ACT_NONE:
-                cand[m] = a
-                act[m] = w
-                m += 1
+            m = _candidate(a, mark, acct, tt, params, cand, act, m)
     if m > 1:
         perm = np.argsort(cand[:m], kind="mergesort")
         c2 = cand[:m].copy()
