@@ -100,42 +100,29 @@ def notional_at(qty, price, inverse: bool = False):
     return np.abs(qty) / price if inverse else np.abs(qty) * price
 
 
-def requirement_at(book: Book, price, tiers: TierTable, exchange=None) -> np.ndarray:
-    """Maintenance requirement at ``price``, margin currency.
-
-    ``MM(n) + requirement_fee_rate·notional(price)`` with ``MM(n) = n·mmr − maint_amount``
-    of the tier holding ``n``; ``n`` is the notional at ``price`` (``mm_basis: mark``) or
-    at entry (``mm_basis: entry``, Bybit's isolated USDT formula).
-    """
-    inverse = _inverse(exchange)
-    notional = notional_at(book.qty, price, inverse)
-    if exchange is not None and exchange.mm_basis == "entry":
-        mm = tiers.maintenance_margin_array(notional_at(book.qty, book.entry, inverse))
-    else:
-        mm = tiers.maintenance_margin_array(notional)
-    fee = 0.0 if exchange is None else exchange.requirement_fee_rate
-    return mm + fee * notional if fee else mm
-
-
-def equity_at(book: Book, price, exchange=None) -> np.ndarray:
-    """Margin balance at ``price``: ``C + qty·(p − E)`` (linear) or ``C + qty·(1/E − 1/p)``
-    (inverse, coin), with ``C`` the collateral plus a cross account's free balance."""
-    if _inverse(exchange):
-        pnl = book.qty * (1.0 / book.entry - 1.0 / price)
-    else:
-        pnl = book.qty * (price - book.entry)
-    return book.margin_balance + pnl
-
-
 def breached_at(book: Book, price: float, tiers: TierTable, exchange=None) -> np.ndarray:
     """Mask of open accounts whose equity ≤ maintenance requirement at ``price``.
 
     ``exchange`` (an :class:`stress.config.ExchangeConfig`; default: linear, MM on
     the mark notional, no fee in the requirement) sets the contract type,
-    ``mm_basis`` and ``requirement_fee_rate``.
+    ``mm_basis`` and ``requirement_fee_rate``; a cross account's free balance
+    counts. The kernel's own trigger (:func:`stress.exchange.kernels.is_breached`).
     """
-    equity = equity_at(book, price, exchange)
-    return (book.qty != 0) & (equity <= requirement_at(book, price, tiers, exchange))
+    from stress.exchange.kernels import breached_mask
+    acct, tt, params, inverse = _kernel_view(book, tiers, exchange)
+    return breached_mask(acct, 1.0 / price if inverse else float(price), tt, params)
+
+
+def _kernel_view(book: Book, tiers: TierTable, exchange=None):
+    """The book, tier table and margin rules in the kernel's terms:
+    ``(acct, tt, params, inverse)`` (inverse books in ``1/P``)."""
+    from stress.config import ExchangeConfig
+    from stress.exchange.contracts import kernel_accounts
+    from stress.exchange.kernels import make_params, tier_array
+    ex = exchange if exchange is not None else ExchangeConfig()
+    inverse = _inverse(ex)
+    params = make_params(req_fee=ex.requirement_fee_rate, mm_entry=ex.mm_basis == "entry")
+    return kernel_accounts(book, inverse), tier_array(tiers), params, inverse
 
 
 def synthetic_book(cfg, tiers: TierTable, s0: float, rng: np.random.Generator,
@@ -322,15 +309,9 @@ def liquidation_prices(book: Book, tiers: TierTable, exchange=None) -> np.ndarra
     ``exchange.mm_basis`` and ``exchange.requirement_fee_rate``; inverse
     contracts are solved in ``1/P``. The same trigger as the kernel's.
     """
-    from stress.config import ExchangeConfig
-    from stress.exchange.contracts import kernel_accounts
     from stress.exchange.kernels import liquidation_prices as _kernel_prices
-    from stress.exchange.kernels import make_params, tier_array
-    ex = exchange if exchange is not None else ExchangeConfig()
-    inverse = _inverse(ex)
-    acct = kernel_accounts(book, inverse)
-    params = make_params(req_fee=ex.requirement_fee_rate, mm_entry=ex.mm_basis == "entry")
-    lp = _kernel_prices(acct, tier_array(tiers), params)
+    acct, tt, params, inverse = _kernel_view(book, tiers, exchange)
+    lp = _kernel_prices(acct, tt, params)
     if inverse:
         with np.errstate(divide="ignore"):
             lp = 1.0 / lp

@@ -241,6 +241,19 @@ def liquidation_prices(acct, tt, params):
 
 
 @njit(cache=True)
+def breached_mask(acct, mark, tt, params):
+    """Which accounts are liquidatable at ``mark`` (:func:`is_breached`)."""
+    n = acct.shape[0]
+    out = np.zeros(n, dtype=np.bool_)
+    req_fee = params[P_REQ_FEE]
+    mm_entry = params[P_MM_ENTRY] != 0.0
+    for i in range(n):
+        out[i] = is_breached(acct[i, Q], acct[i, E], acct[i, C], mark, tt, req_fee, mm_entry,
+                             1.0)
+    return out
+
+
+@njit(cache=True)
 def event_threshold(i, acct, tt, params):
     """The nearest price at which something happens to account ``i``: its
     liquidation, its stop-loss or its next margin alert."""
@@ -1142,10 +1155,5 @@ def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=
 
 def book_accounts(book, u=None) -> np.ndarray:
     """:func:`account_array` of a linear :class:`stress.population.Book`."""
-    free = getattr(book, "free", None)
-    cross = getattr(book, "cross", None)
-    coll = book.collateral
-    if free is not None and cross is not None:
-        coll = coll + np.where(cross, free, 0.0)
-    return account_array(book.qty, book.entry, coll, getattr(book, "stop", None),
-                         getattr(book, "topup_budget", None), u)
+    return account_array(book.qty, book.entry, book.margin_balance, book.stop,
+                         book.topup_budget, u)
