@@ -340,6 +340,100 @@ def levels(
         typer.echo(f"wrote {out}")
 
 
+@app.command()
+def compare(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR",
+                                   help="Run folder (results/<name>) or a results .nc file."),
+    q: float = typer.Option(0.99, "--q", help="Level of the VaR and expected shortfall of bad "
+                                              "debt, in (0, 1)."),
+    ruin: float = typer.Option(0.001, "--ruin", help="Target ruin probability of the required "
+                                                     "insurance fund, in (0, 1)."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write the full table here "
+                                                           "(default: RUN_DIR/compare.csv)."),
+) -> None:
+    """Compare a run's policies: VaR, expected shortfall, ruin, required fund, who bore the loss."""
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from stress.analysis import BEARERS, compare as compare_policies, write_csv
+    from stress.errors import ConfigError, StressError
+    from stress.runner.store import open_results
+
+    try:
+        for key, value in (("--q", q), ("--ruin", ruin)):
+            if not 0 < value < 1:
+                raise ConfigError(key, "must be in (0, 1)", value)
+        if not run_dir.exists():
+            raise StressError(f"{run_dir}: no such run folder or results file")
+        ds = open_results(run_dir)
+        df = compare_policies(ds, q=q, ruin=ruin)
+    except StressError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{run_dir}: cannot read results: {e.strerror or e}")
+    out = csv if csv is not None else (run_dir.parent if run_dir.is_file() else run_dir) / \
+        "compare.csv"
+
+    def money(v: float) -> str:
+        if math.isnan(v):
+            return "n/a"
+        if math.isinf(v):
+            return "∞" if v > 0 else "-∞"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+    def prob(v: float) -> str:
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.2e}" if 0 < v < 1e-3 else f"{v:.4f}"
+
+    level = f"q{100 * q:g}"
+    index = list(df.columns[:df.columns.get_loc("layers" if "layers" in df else "n_paths")])
+    table = Table(title=f"{ds.attrs.get('run_name', run_dir.name)}: policies over "
+                        f"{int(df['n_paths'].iloc[0])} paths (quote; [{df.attrs['ci']:.0%} "
+                        f"interval])")
+    for name in index:
+        table.add_column(name)
+    for name in ("mean shortfall", f"VaR {level}", f"ES {level}", "mean residual",
+                 "P(fund depleted)", "P(ruin) at fund", f"fund for P(ruin) ≤ {ruin:g}",
+                 "loss borne % fund/adl/soc/plat/resid"):
+        table.add_column(name, justify="right")
+    for _, row in df.iterrows():
+        fund = (f"{money(row['required_fund_quote'])} [{money(row['required_fund_ci_low_quote'])}"
+                f", {money(row['required_fund_ci_high_quote'])}]")
+        if row["beyond_configured_fund"]:
+            fund += " *"
+        shares = "/".join("-" if math.isnan(v) else f"{100 * v:.0f}"
+                          for v in (row[f"share_{b}"] for b in BEARERS))
+        table.add_row(*(str(row[name]) for name in index),
+                      money(row["mean_shortfall_quote"]),
+                      f"{money(row['var_shortfall_quote'])} "
+                      f"[{money(row['var_shortfall_ci_low_quote'])}, "
+                      f"{money(row['var_shortfall_ci_high_quote'])}]",
+                      money(row["es_shortfall_quote"]), money(row["mean_residual_quote"]),
+                      prob(row["p_fund_depleted"]), prob(row["ruin_probability"]), fund, shares)
+    console = Console()
+    if not console.is_terminal:  # keep rows on one line in logs and pipes
+        console = Console(width=max(console.width, 180))
+    console.print(table)
+    if df["beyond_configured_fund"].any():
+        console.print("* above the configured fund: fund_need is exact only up to it, confirm "
+                      "with a run with a larger fund", highlight=False)
+    if math.inf in df["required_fund_ci_high_quote"].values:
+        console.print(f"∞: {int(df['n_paths'].iloc[0])} paths cannot bound the fund from above "
+                      f"at this confidence; {df.attrs['min_paths_for_finite_ci_high']} are needed",
+                      highlight=False)
+    if df.attrs["missing_variables"]:
+        console.print(f"note: the results lack {', '.join(df.attrs['missing_variables'])}; "
+                      f"their columns are n/a", highlight=False)
+    try:
+        write_csv(df, out)
+    except OSError as e:
+        _fail(f"{out}: cannot write: {e.strerror or e}")
+    console.print(f"wrote {out}", highlight=False, markup=False)
+
+
 def main() -> None:  # console-script entry point
     app()
 

@@ -541,37 +541,240 @@ class FundConfig(Strict):
     fee_share: float = Field(default=1.0, ge=0, le=1,
                              description="Share of liquidation fees paid into the fund "
                                          "(the rest goes to the platform).")
+    cap: float | None = Field(
+        default=None, gt=0,
+        description="Largest fund, quote: what the fund holds above it is paid out to the "
+                    "platform; null = no cap. Must be ≥ `initial`.")
+    record_every_minutes: float | None = Field(
+        default=60.0, ge=0,
+        description="The fund's trajectory (per policy, path and time) is stored every this "
+                    "many minutes, rounded to whole steps (at least one); null or 0 = not "
+                    "stored.")
 
-    _fin = field_validator("initial")(_finite)
+    _fin = field_validator("initial", "cap", "record_every_minutes")(_finite)
+
+    @model_validator(mode="after")
+    def _check_cap(self):
+        if self.cap is not None and self.initial > self.cap:
+            raise ConfigError("cap", f"must be >= initial ({self.initial!r})", self.cap)
+        return self
+
+
+class InsuranceFundLayer(Strict):
+    kind: Literal["insurance_fund"] = "insurance_fund"
+    initial: float | None = Field(
+        default=None, ge=0,
+        description="This policy's fund at the start of each path, quote; null = "
+                    "`fund.initial`.")
+    cap: float | None = Field(
+        default=None, gt=0,
+        description="This policy's fund cap, quote (the excess is paid out to the platform); "
+                    "null = `fund.cap`.")
+    fee_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Share of liquidation fees paid into this policy's fund; null = "
+                    "`fund.fee_share`.")
+
+    _fin = field_validator("initial", "cap")(_finite)
+
+
+class AdlLayer(Strict):
+    kind: Literal["adl"] = "adl"
+    ranking: Literal["score", "pro_rata", "leverage", "risk_based"] = Field(
+        default="score",
+        description="Who is deleveraged among the opposite side's winners: `score` = the "
+                    "Binance/Bybit queue by PnL% × effective leverage; `pro_rata` = every "
+                    "winner on that side in proportion to its profit; `leverage` = highest "
+                    "effective leverage first; `risk_based` = the water-filling optimum of Campbell, "
+                    "Hey, Moallemi & Nutz, \"Risk-Based Auto-Deleveraging\" (arXiv "
+                    "2603.15963): the most leveraged are reduced first so that the largest "
+                    "leverage left is as small as possible.")
+    pnl_basis: Literal["collateral", "entry_value"] = Field(
+        default="collateral",
+        description="PnL% of the `score` queue on the position's collateral (`collateral`) "
+                    "or on its entry notional (`entry_value`, as in the venues' ADL pages).")
+
+
+SETTLEMENTS = {"step": None, "funding": None, "day": 1440.0, "week": 10080.0}
+
+
+class SocialisedLayer(Strict):
+    kind: Literal["socialised"] = "socialised"
+    settlement: Literal["step", "funding", "day", "week"] | float = Field(
+        default="step",
+        description="When the pot of socialised losses is charged: `step` (every step), "
+                    "`funding` (each funding interval), `day` (every 1,440 min), `week` "
+                    "(every 10,080 min; OKX's 2018 clawback settled weekly) or a number of "
+                    "minutes (≥ `run.step_minutes`). Each account pays pro rata to its profit "
+                    "over the period (realised plus unrealised), at most that profit; what is "
+                    "pending is settled at the end of the path at the latest.")
+
+    @field_validator("settlement", mode="before")
+    @classmethod
+    def _settlement(cls, v):
+        if isinstance(v, str) and v in SETTLEMENTS:
+            return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+                and v > 0:
+            return float(v)
+        raise ConfigError("", "must be step, funding, day, week or a positive number of "
+                              "minutes", v)
+
+    def every_steps(self, cfg: "Config") -> int:
+        """The settlement period in whole steps of ``cfg`` (at least 1)."""
+        return settlement_steps(self, cfg)
+
+
+class PlatformLayer(Strict):
+    kind: Literal["platform"] = "platform"
+
+
+Layer = Annotated[Union[InsuranceFundLayer, AdlLayer, SocialisedLayer, PlatformLayer],
+                  Field(discriminator="kind")]
+
+
+def _check_options(j: int, kind: str, keys: list) -> None:
+    model = {"insurance_fund": InsuranceFundLayer, "adl": AdlLayer,
+             "socialised": SocialisedLayer, "platform": PlatformLayer}[kind]
+    options = [name for name in model.model_fields if name != "kind"]
+    for key in keys:
+        if key not in options:
+            expected = (f"expected one of {', '.join(options)}" if options
+                        else "it has none")
+            raise ConfigError(f"{j}.{key}", f"unknown option of the {kind} layer, {expected}")
+
+
+def _normalise_layer(j: int, item: Any) -> Any:
+    """One ``layers`` item as a ``{kind: ..., options...}`` mapping (models pass through)."""
+    valid = ", ".join(LAYERS)
+    if isinstance(item, BaseModel):
+        return item
+    if isinstance(item, str):
+        if item not in LAYERS:
+            raise ConfigError(str(j), f"unknown layer, expected one of {valid}", item)
+        return {"kind": item}
+    if isinstance(item, dict) and "kind" in item:
+        if item["kind"] not in LAYERS:
+            raise ConfigError(f"{j}.kind", f"unknown layer, expected one of {valid}",
+                              item["kind"])
+        _check_options(j, item["kind"], [k for k in item if k != "kind"])
+        return item
+    if isinstance(item, dict) and len(item) == 1:
+        (name, options), = item.items()
+        if name not in LAYERS:
+            raise ConfigError(str(j), f"unknown layer, expected one of {valid}", name)
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{j}.{name}", "the options of a layer must be a mapping",
+                              options)
+        if "kind" in options:
+            raise ConfigError(f"{j}.{name}.kind", "a layer's kind is its key", options["kind"])
+        _check_options(j, name, list(options))
+        return {"kind": name, **options}
+    if isinstance(item, dict):
+        raise ConfigError(str(j), "a layer with options is a one-key mapping "
+                                  "{name: {option: value}}", item)
+    raise ConfigError(str(j), f"must be a layer name ({valid}) or a one-key mapping "
+                              f"{{name: {{option: value}}}}", item)
 
 
 class PolicyConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_+.-]+$", description="Policy name (a label).")
-    layers: list[Literal["insurance_fund", "adl", "socialised", "platform"]] = Field(
+    layers: list[Layer] = Field(
         min_length=1,
         description="Waterfall applied in order to each shortfall; what no layer covers is "
-                    "`residual`.")
-    adl_pnl_basis: Literal["collateral", "entry_value"] = Field(
-        default="collateral",
-        description="ADL queue score = PnL% × effective leverage, with PnL% on the position's "
-                    "collateral (`collateral`) or on its entry notional (`entry_value`, as in "
-                    "the venues' ADL pages).")
+                    "`residual`. Each item is a layer name (`insurance_fund`, `adl`, "
+                    "`socialised`, `platform`) or a one-key mapping to the layer's options, "
+                    "`{adl: {ranking: risk_based}}` (options below); each at most once.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data):
+        if isinstance(data, dict) and "adl_pnl_basis" in data:
+            raise ConfigError("adl_pnl_basis", "moved into the adl layer: "
+                                               "layers: [..., {adl: {pnl_basis: ...}}]",
+                              data["adl_pnl_basis"])
+        return data
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _normalise(cls, v):
+        if not isinstance(v, (list, tuple)):
+            return v  # pydantic reports the type
+        return [_normalise_layer(j, item) for j, item in enumerate(v)]
 
     @field_validator("layers")
     @classmethod
     def _unique(cls, v):
         seen = set()
-        for i, layer in enumerate(v):
-            if layer in seen:
-                raise ValueError(f"layer {layer!r} appears twice")
-            seen.add(layer)
+        for layer in v:
+            if layer.kind in seen:
+                raise ConfigError("", f"layer {layer.kind!r} appears twice")
+            seen.add(layer.kind)
         return v
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The layers' kinds, in waterfall order."""
+        return [layer.kind for layer in self.layers]
+
+    def layer(self, kind: str) -> InsuranceFundLayer | AdlLayer | SocialisedLayer | \
+            PlatformLayer | None:
+        """The policy's layer of this kind, or None if it has none."""
+        if kind not in LAYERS:
+            raise ValueError(f"unknown layer kind {kind!r}, expected one of {LAYERS}")
+        return next((layer for layer in self.layers if layer.kind == kind), None)
+
+    @property
+    def adl(self) -> AdlLayer:
+        """The ADL layer's options (the defaults when the policy has no adl layer)."""
+        return self.layer("adl") or AdlLayer()
+
+    def fund_settings(self, fund: FundConfig) -> tuple[float, float | None, float]:
+        """``(initial, cap, fee_share)`` of this policy's insurance fund.
+
+        The insurance_fund layer's options where set, else the ``fund`` block's. A
+        policy without that layer still has a fund (it collects surplus and fees but
+        never pays), with the ``fund`` block's settings.
+        """
+        layer = self.layer("insurance_fund")
+        if layer is None:
+            return fund.initial, fund.cap, fund.fee_share
+        return (fund.initial if layer.initial is None else layer.initial,
+                fund.cap if layer.cap is None else layer.cap,
+                fund.fee_share if layer.fee_share is None else layer.fee_share)
 
 
 def default_policies() -> list[PolicyConfig]:
     return [PolicyConfig(name="fund+adl", layers=["insurance_fund", "adl"]),
             PolicyConfig(name="socialised", layers=["socialised"]),
             PolicyConfig(name="platform", layers=["platform"])]
+
+
+def _whole_steps(minutes: float, step_minutes: float) -> int:
+    return max(1, round(minutes / step_minutes))
+
+
+def settlement_steps(layer: SocialisedLayer, cfg: "Config") -> int:
+    """How many steps of ``cfg`` a socialised layer's settlement period lasts (≥ 1)."""
+    step = cfg.run.step_minutes
+    s = layer.settlement
+    if s == "step":
+        return 1
+    if s == "funding":
+        return _whole_steps(cfg.exchange.funding.interval_minutes, step)
+    if isinstance(s, str):
+        return _whole_steps(SETTLEMENTS[s], step)
+    return _whole_steps(s, step)
+
+
+def fund_record_steps(cfg: "Config") -> int:
+    """Steps between stored points of the fund trajectory; 0 = not stored."""
+    every = cfg.fund.record_every_minutes
+    if not every:
+        return 0
+    return _whole_steps(every, cfg.run.step_minutes)
 
 
 # -------------------------------------------------------------------- top
@@ -609,7 +812,28 @@ class Config(Strict):
             raise ConfigError("population.top_up.adoption",
                               "top-ups happen at margin alerts: set exchange.margin_alerts",
                               top.adoption)
+        for i, policy in enumerate(self.policies):
+            for j, layer in enumerate(policy.layers):
+                self._check_layer(f"policies.{i}.layers.{j}", layer)
         return self
+
+    def _check_layer(self, key: str, layer) -> None:
+        if isinstance(layer, SocialisedLayer):
+            s = layer.settlement
+            if s == "funding" and self.exchange.funding.mode == "none":
+                raise ConfigError(f"{key}.settlement", "settles at funding intervals but "
+                                                       "exchange.funding.mode is 'none'", s)
+            if not isinstance(s, str) and s < self.run.step_minutes:
+                raise ConfigError(f"{key}.settlement",
+                                  f"must be >= run.step_minutes ({self.run.step_minutes!r})", s)
+        elif isinstance(layer, InsuranceFundLayer):
+            initial = self.fund.initial if layer.initial is None else layer.initial
+            cap = self.fund.cap if layer.cap is None else layer.cap
+            if cap is not None and initial > cap:
+                if layer.cap is not None:
+                    raise ConfigError(f"{key}.cap", f"must be >= the policy's initial fund "
+                                                    f"({initial!r})", cap)
+                raise ConfigError(f"{key}.initial", f"must be <= fund.cap ({cap!r})", initial)
 
     @property
     def source(self) -> str | None:
@@ -665,7 +889,7 @@ def _union_tags(*unions) -> frozenset[str]:
                      for union in unions for model in get_args(get_args(union)[0]))
 
 
-_TAGS = _union_tags(Market, Population)
+_TAGS = _union_tags(Market, Population, Layer)
 
 
 def _key_path(loc: tuple) -> str:
@@ -822,6 +1046,11 @@ _DOC_SECTIONS = (
     ("liquidity.events (list)", LiquidityEvent, "liquidity.events[]"),
     ("fund", FundConfig, None),
     ("policies (list)", PolicyConfig, "policies[]"),
+    ("policies[].layers (insurance_fund options)", InsuranceFundLayer,
+     "policies[].layers[].insurance_fund"),
+    ("policies[].layers (adl options)", AdlLayer, "policies[].layers[].adl"),
+    ("policies[].layers (socialised options)", SocialisedLayer,
+     "policies[].layers[].socialised"),
 )
 
 

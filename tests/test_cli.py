@@ -86,7 +86,12 @@ BAD = [
     ("policies: [{name: a, layers: [insurance_fund, bailout]}]", "c.yaml: policies.0.layers.1:"),
     ("policies: [{name: a, layers: [adl]}, {name: a, layers: [platform]}]",
      "c.yaml: policies.1.name: policy names must be unique, got 'a'"),
+    ("policies: [{name: a, layers: [{adl: {rankin: score}}]}]",
+     "c.yaml: policies.0.layers.0.rankin: unknown option of the adl layer"),
+    ("policies: [{name: a, layers: [{socialised: {settlement: funding}}]}]",
+     "c.yaml: policies.0.layers.0.settlement: settles at funding intervals"),
     ("fund: {initial: -5}", "c.yaml: fund.initial: input should be greater than or equal to 0"),
+    ("fund: {initial: 100.0, cap: 50.0}", "c.yaml: fund.cap: must be >= initial (100.0), got 50.0"),
     ("extra_section: {a: 1}", "c.yaml: extra_section: unknown key"),
 ]
 

@@ -30,15 +30,18 @@ from __future__ import annotations
 import numpy as np
 
 from stress._jit import njit
-from stress.runner.variables import (ADL_COST, ADL_NOTIONAL, CASCADE_CAP_HITS,
-                                     CASCADE_MOVE, CASCADE_ROUNDS, FUND_DEPLETED, FUND_FINAL,
-                                     FUND_INFLOW, FUND_MIN, FUND_PAID, FUNDING_VOLUME,
-                                     LIQUIDATED_NOTIONAL, MARK_INDEX_GAP, MAX_ALERTS, N_ADL,
-                                     N_ALERTS_HIT, N_LIQUIDATIONS, N_METRICS, N_PARTIAL,
-                                     N_SHORTFALLS, N_STOPS, N_TOPUPS, P, PARAMS,
-                                     PLATFORM_LOSS, RESIDUAL, SHORTFALL, SHORTFALL_QUOTE,
-                                     SOCIALISED_LOSS, STOP_NOTIONAL, TIME_TO_DEPLETION,
-                                     TOPUP_VOLUME)
+from stress.runner.variables import (ADL_COST, ADL_MAX_LOSS_FRACTION, ADL_NOTIONAL,
+                                     ADL_RANKINGS, CASCADE_CAP_HITS, CASCADE_MOVE,
+                                     CASCADE_ROUNDS, FEE_REVENUE, FUND_DEPLETED, FUND_FINAL,
+                                     FUND_INFLOW, FUND_MIN, FUND_NEED, FUND_OVERFLOW, FUND_PAID,
+                                     FUNDING_VOLUME, HAIRCUT_RATE, HAIRCUT_RATE_MAX,
+                                     LIQUIDATED_NOTIONAL, LOSS_GINI, MARK_INDEX_GAP, MARKET_PNL,
+                                     MAX_ALERTS, N_ACCOUNTS_HIT, N_ADL, N_ALERTS_HIT,
+                                     N_LIQUIDATIONS, N_METRICS, N_PARTIAL, N_SHORTFALLS, N_STOPS,
+                                     N_TOPUPS, P, PARAMS, PLATFORM_LOSS, PLATFORM_MAX_STEP,
+                                     RESIDUAL, SHORTFALL, SHORTFALL_QUOTE, SOCIALISED_LOSS,
+                                     STOP_NOTIONAL, TIME_TO_DEPLETION, TOPUP_VOLUME,
+                                     TRADER_BALANCE_CHANGE)
 
 # Columns of the account array.
 Q = 0  # signed quantity (base units; + long)
@@ -88,11 +91,20 @@ P_TOPUP_TARGET = P["topup_target"]
 P_INVERSE = P["inverse"]
 P_N_ALERTS = P["n_alerts"]
 P_ALERT0 = P["alert0"]
+P_FUND_CAP = P["fund_cap"]
+P_ADL_RANKING = P["adl_ranking"]
+P_SETTLE_EVERY = P["settle_every"]
+P_RECORD_EVERY = P["record_every"]
 
 LAYER_FUND = 0
 LAYER_ADL = 1
 LAYER_SOCIALISED = 2
 LAYER_PLATFORM = 3
+
+ADL_SCORE = ADL_RANKINGS["score"]
+ADL_PRO_RATA = ADL_RANKINGS["pro_rata"]
+ADL_LEVERAGE = ADL_RANKINGS["leverage"]
+ADL_RISK_BASED = ADL_RANKINGS["risk_based"]
 
 STYLE_FULL = 0
 STYLE_PARTIAL = 1
@@ -351,23 +363,201 @@ def prepare_book(acct, tt, params):
 
 @njit(cache=True)
 def _moved(i, acct, tt, params, touched):
-    """Account ``i`` changed: recompute its threshold and record it (``touched[0]`` is
-    the count; a closed position needs no record: the walks skip it)."""
+    """Account ``i`` changed: recompute its threshold and record it, once until the
+    next :func:`_loosen` (``touched[0]`` is the count, ``touched[1:n+1]`` the list,
+    ``touched[n+1:]`` the flags; a closed position needs no record: the walks skip
+    it)."""
     acct[i, THR] = event_threshold(i, acct, tt, params)
-    if acct[i, Q] != 0.0:
+    flag = 1 + acct.shape[0] + i
+    if acct[i, Q] != 0.0 and touched[flag] == 0:
+        touched[flag] = 1
         touched[0] += 1
         touched[touched[0]] = i
 
 
+# ----------------------------------------------------------------- path state
+# Scalars of one path in a float array ``st`` (shared by the helpers below).
+S_FUND = 0  # insurance fund balance
+S_CUM_IN = 1  # cumulative inflows into the fund
+S_CUM_OUT = 2  # cumulative amounts the fund was asked to pay
+S_NEED = 3  # largest cumulative excess of asks over inflows (fund_need)
+S_PERIOD = 4  # index of the socialised settlement period; -1 = no socialised layer
+S_PMARK = 5  # mark at the start of the period
+S_NELIG = 6  # number of accounts in the eligible list
+S_ELIG_PROFIT = 7  # eligible profit summed over the settlements that charged a loss
+N_STATE = 8
+
+# Per-account rows of ``fwork`` (zero on entry and on exit, except the scratch rows).
+F_LOSS = 11  # loss borne on the path (ADL cost and haircuts)
+F_ADLL = 12  # ADL cost borne
+F_EQH = 13  # equity at the mark before the account's first ADL
+F_EQP = 14  # equity at the start of the settlement period (valid when pid == period)
+F_BASE = 15  # water-filling scratch: base, slope, cap, take (per eligible account)
+F_SLOPE = 16
+F_CAP = 17
+F_TAKE = 18
+N_FWORK = 19
+# Rows of ``iwork`` beyond the walks' scratch.
+I_ELIG = 6  # eligible accounts (the list)
+I_FLAG = 7  # 1 if the account is in the list
+I_PID = 8  # period of the account's F_EQP snapshot
+I_WHO = 9  # water-filling scratch: the eligible accounts of one ADL
+N_IWORK = 10
+
+
 @njit(cache=True)
-def _adl_queue(bside, mark, acct, adl_basis, queue, score):
+def _snap(i, acct, fwork, iwork, st):
+    """Before account ``i`` changes: record its equity at the start of the socialised
+    settlement period, once per period (an account that never changes in a period
+    has that equity at the period's start mark)."""
+    period = st[S_PERIOD]
+    if period >= 0.0 and iwork[I_PID, i] != int(period):
+        fwork[F_EQP, i] = acct[i, C] + acct[i, Q] * (st[S_PMARK] - acct[i, E])
+        iwork[I_PID, i] = int(period)
+
+
+@njit(cache=True)
+def _period_profit(i, mark, acct, fwork, iwork, st):
+    """Account ``i``'s profit over the settlement period so far: realised plus
+    unrealised, deposits excluded (equity at ``mark`` minus equity at the period start)."""
+    eq = acct[i, C] + acct[i, Q] * (mark - acct[i, E])
+    if iwork[I_PID, i] == int(st[S_PERIOD]):
+        return eq - fwork[F_EQP, i]
+    return acct[i, Q] * (mark - st[S_PMARK])
+
+
+@njit(cache=True)
+def _eligible(i, iwork, st):
+    """Account ``i`` was eligible to bear a loss (an ADL candidate, or in profit at a
+    settlement): it counts in the fairness metrics."""
+    if iwork[I_FLAG, i] == 0:
+        iwork[I_FLAG, i] = 1
+        k = int(st[S_NELIG])
+        iwork[I_ELIG, k] = i
+        st[S_NELIG] = k + 1
+
+
+@njit(cache=True)
+def _fund_in(amount, params, out, st):
+    """Pay ``amount`` into the insurance fund; above its cap the excess goes to the
+    platform."""
+    st[S_FUND] += amount
+    st[S_CUM_IN] += amount
+    out[FUND_INFLOW] += amount
+    cap = params[P_FUND_CAP]
+    if st[S_FUND] > cap:
+        out[FUND_OVERFLOW] += st[S_FUND] - cap
+        st[S_FUND] = cap
+
+
+@njit(cache=True)
+def _waterfill(base, slope, cap, m, need, take):
+    """Takes ``clip(base + t·slope, 0, cap)`` (slope > 0) whose total is ``need``.
+
+    The total is a non-decreasing piecewise-linear function of the level ``t``
+    with breakpoints where an account leaves 0 or reaches its cap: sort them,
+    find by bisection the segment holding ``need``, and interpolate on it, so
+    the level is exact up to rounding. With ``need`` at or above the total cap,
+    every account gives its cap.
+    """
+    total = 0.0
+    for j in range(m):
+        total += cap[j]
+    if need >= total:
+        for j in range(m):
+            take[j] = cap[j]
+        return
+    if need <= 0.0:
+        for j in range(m):
+            take[j] = 0.0
+        return
+    bps = np.empty(2 * m)
+    for j in range(m):
+        bps[2 * j] = -base[j] / slope[j]
+        bps[2 * j + 1] = (cap[j] - base[j]) / slope[j]
+    bps.sort()
+    # f(bps[0]) = 0 < need <= f(bps[-1]) = total: find the first breakpoint with f >= need.
+    lo = 0
+    hi = 2 * m - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _filled(base, slope, cap, m, bps[mid]) >= need:
+            hi = mid
+        else:
+            lo = mid
+    fa = _filled(base, slope, cap, m, bps[lo])
+    fb = _filled(base, slope, cap, m, bps[hi])
+    t = bps[hi] if fb == fa else bps[lo] + (need - fa) * (bps[hi] - bps[lo]) / (fb - fa)
+    for j in range(m):
+        v = base[j] + t * slope[j]
+        take[j] = 0.0 if v < 0.0 else (cap[j] if v > cap[j] else v)
+
+
+@njit(cache=True)
+def _filled(base, slope, cap, m, t):
+    f = 0.0
+    for j in range(m):
+        v = base[j] + t * slope[j]
+        if v > 0.0:
+            f += cap[j] if v > cap[j] else v
+    return f
+
+
+@njit(cache=True)
+def _adl_cap(i, bp, acct):
+    """Most units of account ``i`` ADL may close at ``bp``: all of them, unless closing
+    at ``bp`` realises a loss; then only what its margin pays (never bankrupt it)."""
+    q = acct[i, Q]
+    s = 1.0 if q > 0.0 else -1.0
+    per_unit = s * (bp - acct[i, E])
+    if per_unit >= 0.0:
+        return abs(q)
+    c = acct[i, C]
+    if c <= 0.0:
+        return 0.0
+    cap = c / -per_unit
+    return cap if cap < abs(q) else abs(q)
+
+
+@njit(cache=True)
+def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwork, st):
+    """Close ``take`` units of account ``i`` at the bankruptcy price ``bp``; returns the
+    loss it bears against the market fill ``x``: ``take·|bp − x|``."""
+    q = acct[i, Q]
+    e = acct[i, E]
+    s = 1.0 if q > 0.0 else -1.0
+    _snap(i, acct, fwork, iwork, st)
+    if fwork[F_ADLL, i] == 0.0:
+        fwork[F_EQH, i] = acct[i, C] + q * (mark - e)
+    realised = s * take * (bp - e)
+    if acct[i, C] + realised < 0.0:
+        realised = -acct[i, C]  # margin-capped: exactly its margin
+    acct[i, C] += realised
+    out[MARKET_PNL] += s * take * (x - e)
+    cost = take * abs(bp - x)
+    fwork[F_LOSS, i] += cost
+    fwork[F_ADLL, i] += cost
+    if take >= abs(q):
+        acct[i, Q] = 0.0
+    else:
+        acct[i, Q] = q - s * take
+    _moved(i, acct, tt, params, touched)
+    out[N_ADL] += 1.0
+    out[ADL_NOTIONAL] += take * bp
+    return cost
+
+
+@njit(cache=True)
+def _adl_queue(bside, mark, acct, params, queue, score, iwork, st):
     """Rank the counterparties of a bankrupt ``bside`` position into ``queue``.
 
-    Opposite-side accounts with positive uPnL at the mark, highest
-    ``PnL% × effective leverage`` first (PnL% on collateral, ``adl_basis`` 0, or on
-    entry value, 1; effective leverage = mark notional / equity); ties in
-    account order. Returns the queue length.
+    Opposite-side accounts with positive uPnL at the mark, ranked by ``score``
+    (PnL% × effective leverage, PnL% on collateral with ``adl_basis`` 0 or on
+    entry value with 1) or ``leverage`` (effective leverage = mark notional /
+    equity); highest first, ties in account order. Returns the queue length.
     """
+    by_leverage = int(params[P_ADL_RANKING]) == ADL_LEVERAGE
+    adl_basis = int(params[P_ADL_BASIS])
     m = 0
     for i in range(acct.shape[0]):
         q = acct[i, Q]
@@ -377,11 +567,14 @@ def _adl_queue(bside, mark, acct, adl_basis, queue, score):
                 eq = acct[i, C] + upnl
                 base = acct[i, C] if adl_basis == 0 else abs(q) * acct[i, E]
                 queue[m] = i
-                # Negated so that an ascending stable sort puts the highest score
-                # first and keeps account order among ties. A winner without margin
-                # (spent by an earlier ADL, or by funding) has infinite leverage.
-                if base <= 0.0 or eq <= 0.0:
+                _eligible(i, iwork, st)
+                # Negated so that an ascending stable sort puts the highest first and
+                # keeps account order among ties. A winner without margin (spent by an
+                # earlier ADL, or by funding) has infinite leverage.
+                if eq <= 0.0 or (not by_leverage and base <= 0.0):
                     score[m] = -np.inf
+                elif by_leverage:
+                    score[m] = -(abs(q) * mark / eq)
                 else:
                     score[m] = -(upnl / base) * (abs(q) * mark / eq)
                 m += 1
@@ -393,97 +586,155 @@ def _adl_queue(bside, mark, acct, adl_basis, queue, score):
 
 
 @njit(cache=True)
-def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touched, out):
+def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touched, out,
+         fwork, iwork, st):
     """Close the uncovered part of a bankrupt position against opposite-side winners.
 
     ``need`` is the loss to cover; the bankrupt side is ``bside`` (+1 long).
-    The step's ADL queue for that side is ranked once, at the step's mark, on
-    first use (``qstate[2k]`` is its length, −1 until ranked, ``qstate[2k+1]``
-    the position of its head); counterparties close at the bankruptcy price
-    ``bp``, in queue order, ``need / |bp − x|`` units in all. Each unit costs its
-    holder ``|bp − x|`` against the fill the market gave. Returns the loss covered.
+    Counterparties close ``need / |bp − x|`` units in all at the bankruptcy price
+    ``bp``; each unit costs its holder ``|bp − x|`` against the market fill ``x``.
+    Queue rankings (``score``, ``leverage``): the step's queue for that side is
+    ranked once per round, at its mark, on first use (``qstate[2k]`` is its
+    length, −1 until ranked, ``qstate[2k+1]`` the position of its head) and
+    consumed in order. Allocations (``pro_rata``, ``risk_based``): the units are
+    shared over every current winner by :func:`_waterfill`. Returns the loss
+    covered.
     """
     unit_cost = abs(bp - x)
     if unit_cost <= 0.0 or need <= 0.0:
         return 0.0
+    need_qty = need / unit_cost
+    ranking = int(params[P_ADL_RANKING])
+    if ranking == ADL_PRO_RATA or ranking == ADL_RISK_BASED:
+        return _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
+                             out, fwork, iwork, st)
     k = 0 if bside > 0.0 else 1
     queue = queues[k]
     if qstate[2 * k] < 0:
-        qstate[2 * k] = _adl_queue(bside, mark, acct, int(params[P_ADL_BASIS]), queue, score)
+        qstate[2 * k] = _adl_queue(bside, mark, acct, params, queue, score, iwork, st)
         qstate[2 * k + 1] = 0
     m = qstate[2 * k]
     r = qstate[2 * k + 1]
-    need_qty = need / unit_cost
     covered = 0.0
+    met = False
     while r < m:
         i = queue[r]
-        q = acct[i, Q]
-        if q == 0.0:
+        if acct[i, Q] == 0.0:
             r += 1
             continue
-        s = 1.0 if q > 0.0 else -1.0
-        take = abs(q)
-        full = False
-        if take >= need_qty:
+        cap = _adl_cap(i, bp, acct)
+        take = cap
+        if cap >= need_qty:
             take = need_qty
-            full = True
-        realised = s * take * (bp - acct[i, E])
-        if acct[i, C] + realised < 0.0:
-            # Never make the counterparty bankrupt: close only what its margin pays.
-            take = acct[i, C] / abs(bp - acct[i, E])
-            realised = -acct[i, C]
-            full = False
+            met = True
         if take > 0.0:
-            acct[i, C] += realised
-            if take >= abs(q):
-                acct[i, Q] = 0.0
-            else:
-                acct[i, Q] = q - s * take
-            _moved(i, acct, tt, params, touched)
-            out[N_ADL] += 1.0
-            out[ADL_NOTIONAL] += take * bp
+            covered += _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out,
+                                  fwork, iwork, st)
             need_qty -= take
-        if full:
-            covered = need
-            break
-        covered += take * unit_cost
-        # This account is exhausted (closed, or its margin is spent): next in queue.
-        r += 1
-        if need_qty <= 0.0:
-            break
+        if met:
+            break  # an account with units left stays at the head for the next loss
+        r += 1  # exhausted (closed, or its margin spent)
     qstate[2 * k + 1] = r
-    if covered > need:
-        covered = need
-    return covered
+    # A need met in full is covered exactly (the units were computed from it).
+    return need if met or covered > need else covered
 
 
 @njit(cache=True)
-def _waterfall(start, remaining, t, layers, bside, bp, x, mark, fund, acct, tt, params,
-               queues, score, qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp,
-               pend_x, n_pend):
-    """Run ``remaining`` through ``layers[start:]``; returns (fund, n_pend).
+def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched, out,
+                  fwork, iwork, st):
+    """``pro_rata``: units in proportion to each winner's uPnL; ``risk_based``: the
+    leverage-draining optimum (Campbell, Hey, Moallemi & Nutz 2026), units taken
+    from the most leveraged first so that the largest effective leverage left
+    (remaining notional / equity at the mark before the ADL) is as small as
+    possible; winners without positive equity go first. Caps: the position, and
+    what the margin pays at ``bp``. Returns the loss covered."""
+    who = iwork[I_WHO]
+    base = fwork[F_BASE]
+    slope = fwork[F_SLOPE]
+    cap = fwork[F_CAP]
+    take = fwork[F_TAKE]
+    risk = int(params[P_ADL_RANKING]) == ADL_RISK_BASED
+    m = 0
+    for i in range(acct.shape[0]):
+        q = acct[i, Q]
+        if q * bside < 0.0:
+            upnl = q * (mark - acct[i, E])
+            if upnl > 0.0:
+                _eligible(i, iwork, st)
+                eq = acct[i, C] + upnl
+                c = _adl_cap(i, bp, acct)
+                if risk and eq <= 0.0:
+                    # Infinite leverage: taken first, in account order.
+                    t = c if c < need_qty else need_qty
+                    if t > 0.0:
+                        need_qty -= t
+                        who[m] = i
+                        take[m] = t
+                        cap[m] = -1.0  # marks a settled account
+                        m += 1
+                    continue
+                who[m] = i
+                base[m] = abs(q) if risk else 0.0
+                slope[m] = eq / mark if risk else upnl
+                cap[m] = c
+                m += 1
+    # Water-fill the accounts not settled above (packed to the front of the scratch).
+    k = 0
+    for j in range(m):
+        if cap[j] >= 0.0:
+            who[k], who[j] = who[j], who[k]
+            take[k], take[j] = take[j], take[k]
+            base[k], base[j] = base[j], base[k]
+            slope[k], slope[j] = slope[j], slope[k]
+            cap[k], cap[j] = cap[j], cap[k]
+            k += 1
+    room = 0.0
+    for j in range(k):
+        room += cap[j]
+    met = room >= need_qty
+    _waterfill(base, slope, cap, k, need_qty, take)
+    # Apply in account order so that the arithmetic is the reference's.
+    order = np.argsort(who[:m], kind="mergesort")
+    covered = 0.0
+    for r in range(m):
+        j = order[r]
+        if take[j] > 0.0:
+            covered += _adl_close(who[j], take[j], bp, x, mark, acct, tt, params, touched,
+                                  out, fwork, iwork, st)
+    return need if met or covered > need else covered
 
-    A ``socialised`` layer defers the loss to the end of the step (see
-    :func:`_socialise`) and parks it in the pending buffers.
+
+@njit(cache=True)
+def _waterfall(start, remaining, t, layers, bside, bp, x, mark, acct, tt, params, queues,
+               score, qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp, pend_x,
+               n_pend, fwork, iwork, st):
+    """Run ``remaining`` through ``layers[start:]``; returns the new pending count.
+
+    A ``socialised`` layer defers the loss to the end of its settlement period
+    (see :func:`_socialise`) and parks it in the pending buffers.
     """
     for li in range(start, layers.shape[0]):
         if remaining <= 0.0:
             break
         layer = layers[li]
         if layer == LAYER_FUND:
+            fund = st[S_FUND]
+            st[S_CUM_OUT] += remaining
+            if st[S_CUM_OUT] - st[S_CUM_IN] > st[S_NEED]:
+                st[S_NEED] = st[S_CUM_OUT] - st[S_CUM_IN]
             pay = remaining if remaining <= fund else fund
             if remaining > fund:
                 if out[FUND_DEPLETED] == 0.0:
                     out[FUND_DEPLETED] = 1.0
                     out[TIME_TO_DEPLETION] = t * params[P_STEP_MINUTES]
-            fund -= pay
+            st[S_FUND] = fund - pay
             remaining -= pay
             out[FUND_PAID] += pay
-            if fund < out[FUND_MIN]:
-                out[FUND_MIN] = fund
+            if st[S_FUND] < out[FUND_MIN]:
+                out[FUND_MIN] = st[S_FUND]
         elif layer == LAYER_ADL:
             c = _adl(bside, bp, x, remaining, mark, acct, tt, params, queues, score, qstate,
-                     touched, out)
+                     touched, out, fwork, iwork, st)
             out[ADL_COST] += c
             remaining -= c
         elif layer == LAYER_SOCIALISED:
@@ -499,32 +750,78 @@ def _waterfall(start, remaining, t, layers, bside, bp, x, mark, fund, acct, tt, 
             remaining = 0.0
     if remaining > 0.0:
         out[RESIDUAL] += remaining
-    return fund, n_pend
+    return n_pend
 
 
 @njit(cache=True)
-def _socialise(pot, mark, acct, tt, params, touched):
-    """Charge ``pot`` to accounts with positive uPnL, pro rata, each at most its uPnL.
-
-    Returns the amount charged.
-    """
+def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
+    """Charge ``pot`` to the accounts in profit over the settlement period, pro rata to
+    that profit and at most all of it. Returns the amount charged."""
+    n = acct.shape[0]
     total = 0.0
-    for i in range(acct.shape[0]):
-        if acct[i, Q] != 0.0:
-            upnl = acct[i, Q] * (mark - acct[i, E])
-            if upnl > 0.0:
-                total += upnl
+    for i in range(n):
+        p = _period_profit(i, mark, acct, fwork, iwork, st)
+        if p > 0.0:
+            total += p
     if total <= 0.0:
         return 0.0
     everything = pot >= total
-    for i in range(acct.shape[0]):
-        if acct[i, Q] != 0.0:
-            upnl = acct[i, Q] * (mark - acct[i, E])
-            if upnl > 0.0:
-                charge = upnl if everything else pot * (upnl / total)
-                acct[i, C] -= charge
+    for i in range(n):
+        p = _period_profit(i, mark, acct, fwork, iwork, st)
+        if p > 0.0:
+            charge = p if everything else pot * (p / total)
+            _eligible(i, iwork, st)
+            acct[i, C] -= charge
+            fwork[F_LOSS, i] += charge
+            if acct[i, Q] != 0.0:
                 _moved(i, acct, tt, params, touched)
-    return total if everything else pot
+    charged = total if everything else pot
+    st[S_ELIG_PROFIT] += total
+    rate = charged / total
+    if not out[HAIRCUT_RATE_MAX] >= rate:  # NaN until the first settlement
+        out[HAIRCUT_RATE_MAX] = rate
+    return charged
+
+
+@njit(cache=True)
+def _fairness(acct, out, fwork, iwork, st):
+    """End of path: accounts hit, the largest ADL loss fraction and the Gini
+    coefficient of losses over the eligible accounts; resets their rows to zero."""
+    m = int(st[S_NELIG])
+    hit = 0
+    worst = 0.0
+    total = 0.0
+    for r in range(m):
+        i = iwork[I_ELIG, r]
+        loss = fwork[F_LOSS, i]
+        if loss > 0.0:
+            hit += 1
+            total += loss
+        if fwork[F_ADLL, i] > 0.0:
+            eq = fwork[F_EQH, i]
+            frac = fwork[F_ADLL, i] / eq if eq > 0.0 else np.inf
+            if frac > worst:
+                worst = frac
+    out[N_ACCOUNTS_HIT] = hit
+    out[ADL_MAX_LOSS_FRACTION] = worst
+    if total > 0.0:
+        losses = np.empty(m)
+        for r in range(m):
+            losses[r] = fwork[F_LOSS, iwork[I_ELIG, r]]
+        losses.sort()
+        acc = 0.0
+        for r in range(m):
+            acc += (r + 1) * losses[r]
+        out[LOSS_GINI] = 2.0 * acc / (m * total) - (m + 1.0) / m
+    else:
+        out[LOSS_GINI] = np.nan
+    for r in range(m):
+        i = iwork[I_ELIG, r]
+        fwork[F_LOSS, i] = 0.0
+        fwork[F_ADLL, i] = 0.0
+        fwork[F_EQH, i] = 0.0
+        iwork[I_FLAG, i] = 0
+    st[S_NELIG] = 0.0
 
 
 @njit(cache=True, inline="always")
@@ -585,8 +882,10 @@ def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl
 @njit(cache=True)
 def _loosen(acct, touched, is_loose, loose, n_loose):
     """Accounts whose thresholds moved become loose; closed ones leave the list."""
+    n = acct.shape[0]
     for j in range(1, touched[0] + 1):
         a = touched[j]
+        touched[1 + n + a] = 0
         if acct[a, Q] != 0.0 and not is_loose[a]:
             is_loose[a] = True
             loose[n_loose] = a
@@ -613,7 +912,7 @@ def _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose):
 
 
 @njit(cache=True)
-def _alert(i, mark, acct, tt, params, out):
+def _alert(i, mark, acct, tt, params, out, fwork, iwork, st):
     """Account ``i``'s margin ratio crossed one or more alert levels at ``mark``.
 
     Counts the levels crossed; an account with budget left then tops up with
@@ -647,7 +946,9 @@ def _alert(i, mark, acct, tt, params, out):
             if add > acct[i, BUDGET]:
                 add = acct[i, BUDGET]
             if add > 0.0:
+                _snap(i, acct, fwork, iwork, st)
                 acct[i, C] += add
+                fwork[F_EQP, i] += add  # a deposit is not profit of the period
                 acct[i, BUDGET] -= add
                 out[N_TOPUPS] += 1.0
                 out[TOPUP_VOLUME] += add
@@ -678,15 +979,15 @@ def _planned(i, act_i, mark, acct, tt, params):
 
 
 @njit(cache=True)
-def _reduce(i, x, mark, fund, acct, tt, params, out):
+def _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
     """Partial or stepwise liquidation of account ``i`` at fill ``x``.
 
     Closes the planned part (a fraction, or what exceeds the next-lower tier's
     cap at the mark), realises its PnL into the collateral, takes the fee on it,
     and re-checks at the mark; repeats until the account is healthy. Returns
-    ``(fund, done)``: ``done`` is False when the rest must be closed in full (the
-    position is in the bottom tier, below the partial tier, would not survive the
-    fill, or kept breaching).
+    ``done``: False when the rest must be closed in full (the position is in the
+    bottom tier, below the partial tier, would not survive the fill, or kept
+    breaching).
     """
     req_fee = params[P_REQ_FEE]
     mm_entry = params[P_MM_ENTRY] != 0.0
@@ -696,22 +997,30 @@ def _reduce(i, x, mark, fund, acct, tt, params, out):
         aq = abs(q)
         dq = _planned(i, ACT_LIQUIDATE, mark, acct, tt, params)
         if dq >= aq:
-            return fund, False
+            return False
         e = acct[i, E]
         fee = fee_rate * dq * x
         if acct[i, C] + q * (x - e) - fee <= 0.0:
-            return fund, False  # under water at the fill: a full close
+            return False  # under water at the fill: a full close
         s = 1.0 if q > 0.0 else -1.0
+        _snap(i, acct, fwork, iwork, st)
         acct[i, C] += s * dq * (x - e) - fee
         acct[i, Q] = q - s * dq
-        inflow = fee * params[P_FEE_SHARE]
-        fund += inflow
-        out[FUND_INFLOW] += inflow
+        out[MARKET_PNL] += s * dq * (x - e)
+        _fee(fee, params, out, st)
         out[N_PARTIAL] += 1.0
         out[LIQUIDATED_NOTIONAL] += dq * mark
         if not is_breached(acct[i, Q], e, acct[i, C], mark, tt, req_fee, mm_entry, 1.0):
-            return fund, True
-    return fund, False
+            return True
+    return False
+
+
+@njit(cache=True)
+def _fee(fee, params, out, st):
+    """A liquidation fee paid: ``fee_share`` of it to the fund, the rest to the platform."""
+    to_fund = fee * params[P_FEE_SHARE]
+    out[FEE_REVENUE] += fee - to_fund
+    _fund_in(to_fund, params, out, st)
 
 
 @njit(cache=True)
@@ -746,7 +1055,7 @@ def funding_rate(mode, rate, premium, interest, clamp, cap):
 
 
 @njit(cache=True)
-def _pay_funding(f, mark, acct, tt, params, touched):
+def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
     """Longs pay shorts ``f`` × their notional (the reverse when ``f`` < 0); receivers
     share the payers' total pro rata to notional, so funding is zero-sum. Returns
     the amount transferred."""
@@ -768,6 +1077,7 @@ def _pay_funding(f, mark, acct, tt, params, touched):
         if q == 0.0:
             continue
         n = abs(q) * mark
+        _snap(i, acct, fwork, iwork, st)
         if (q > 0.0) == (f > 0.0):
             acct[i, C] -= abs(f) * n
         else:
@@ -777,7 +1087,7 @@ def _pay_funding(f, mark, acct, tt, params, touched):
 
 
 def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
-                         sorder, n_long, n_short, tt, layers, params, out, fwork, iwork,
+                         sorder, n_long, n_short, tt, layers, params, out, traj, fwork, iwork,
                          touched, is_loose):
     """Step one book through one price path under one loss policy.
 
@@ -792,6 +1102,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     acct : float64[n, N_ACCT]
         The accounts (columns ``Q, E, C, THR, STOP, BUDGET, ALERT, U, NTOP``),
         updated in place: pass a copy. ``THR`` from :func:`prepare_book`.
+        ``C`` is the account's cash: a closed account keeps what is left to it.
     lorder, sorder, n_long, n_short
         The book's sorted orders from :func:`prepare_book` (updated in place:
         pass copies).
@@ -803,6 +1114,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         Scalars in the order of :data:`stress.runner.variables.PARAMS`.
     out : float64[N_METRICS]
         Per-path metrics, filled in (see :mod:`stress.runner.variables`).
+    traj : float64[k]
+        The fund every ``record_every`` steps from step 0 (filled while it fits;
+        empty when not recorded).
     fwork, iwork, touched, is_loose
         Scratch arrays from :func:`workspace` (reused across calls, so that a
         path allocates nothing).
@@ -816,16 +1130,20 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     liquidation closes it in full, or partially / stepwise with re-checks at the
     same fill. The permanent part of the impact moves the mark, and a new round
     starts while that triggers more accounts (up to the round cap). Shortfalls
-    go down the waterfall round by round; a socialised layer settles at the end
-    of the step.
+    go down the waterfall round by round; a socialised layer's pot is charged
+    at the end of its settlement period (and of the path).
+
+    Money is accounted for: the kernel sums the traders' cash before and after
+    and accumulates every flow (market PnL, deposits, fees, fund, platform,
+    residual), so that :func:`stress.runner.shard.check_conservation` can check
+    the balance sheet of every path.
 
     Cost: O(steps + events). Accounts whose threshold moves are checked on
     their own each step; when more than max(64, n/64) are, the book is re-sorted.
     """
     n = acct.shape[0]
-    fee_rate = params[P_FEE_RATE]
-    fee_share = params[P_FEE_SHARE]
     slippage = params[P_SLIPPAGE]
+    fee_rate = params[P_FEE_RATE]
     impact_k = params[P_IMPACT_K]
     impact_gamma = params[P_IMPACT_GAMMA]
     permanent = params[P_PERMANENT]
@@ -838,12 +1156,36 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     style = int(params[P_LIQ_STYLE])
     to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
     inverse = params[P_INVERSE] != 0.0
+    settle_every = int(params[P_SETTLE_EVERY])
+    if settle_every < 1:
+        settle_every = 1
+    record_every = int(params[P_RECORD_EVERY])
+    last = index.shape[0] - 1
 
     for k in range(out.shape[0]):
         out[k] = 0.0
     out[TIME_TO_DEPLETION] = np.nan
-    fund = params[P_FUND_INITIAL]
-    out[FUND_MIN] = fund
+    out[HAIRCUT_RATE_MAX] = np.nan
+    st = np.zeros(N_STATE)
+    st[S_FUND] = params[P_FUND_INITIAL]
+    out[FUND_MIN] = st[S_FUND]
+    has_fund = False
+    social = False
+    for li in range(layers.shape[0]):
+        if layers[li] == LAYER_FUND:
+            has_fund = True
+        elif layers[li] == LAYER_SOCIALISED:
+            social = True
+    st[S_PERIOD] = 0.0 if social else -1.0
+    st[S_PMARK] = mark0[0]
+    if social:
+        pid = iwork[I_PID]
+        for j in range(n):
+            pid[j] = -1
+    if record_every > 0 and traj.shape[0] > 0:
+        traj[0] = st[S_FUND]
+    cash0 = _cash(acct)
+
     nl = n_long
     ns = n_short
     lhead = 0
@@ -873,10 +1215,13 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         skey[j] = acct[sorder[j], THR]
     for j in range(n):
         is_loose[j] = False
+    for j in range(1, touched[0] + 1):
+        touched[1 + n + touched[j]] = 0
     touched[0] = 0
     n_loose = 0
     max_loose = 64 if n // 64 < 64 else n // 64
     qstate = np.empty(4, dtype=np.int64)
+    n_pend = 0  # socialised losses waiting for the settlement
 
     disp = 1.0  # displacement of the mark by the permanent impact of forced orders
     used_bid = 0.0  # depth consumed by forced orders, refilling with the recovery half-life
@@ -885,6 +1230,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     premium_n = 0
 
     for t in range(1, index.shape[0]):
+        platform_before = out[PLATFORM_LOSS]
         if disp != 1.0:
             disp = 1.0 + (disp - 1.0) * permanent_decay
         used_bid *= used_decay
@@ -895,7 +1241,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             f = funding_rate(funding_mode, params[P_FUNDING_RATE], premium,
                              params[P_FUNDING_INTEREST], params[P_FUNDING_CLAMP],
                              params[P_FUNDING_CAP])
-            out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, tt, params, touched)
+            out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, tt, params, touched, fwork,
+                                                iwork, st)
             n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
             premium_sum = 0.0
             premium_n = 0
@@ -904,7 +1251,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 n_loose, lhead, shead = 0, 0, 0
         step_mark = mark
         rounds = 0
-        n_pend = 0
         while True:
             m = _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl,
                         ns, is_loose, loose, n_loose, cand, act)
@@ -913,7 +1259,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             alerted = False
             for j in range(m):
                 if act[j] == ACT_ALERT:
-                    _alert(cand[j], mark, acct, tt, params, out)
+                    _alert(cand[j], mark, acct, tt, params, out, fwork, iwork, st)
                     _moved(cand[j], acct, tt, params, touched)
                     alerted = True
                 else:
@@ -961,39 +1307,40 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 q = acct[i, Q]
                 x = x_sell if q > 0.0 else x_buy
                 if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
-                    fund, done = _reduce(i, x, mark, fund, acct, tt, params, out)
-                    if done:
+                    if _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
                         _moved(i, acct, tt, params, touched)
                         continue
                     q = acct[i, Q]
                 e = acct[i, E]
                 c = acct[i, C]
-                eq_x = c + q * (x - e)
+                _snap(i, acct, fwork, iwork, st)
+                out[MARKET_PNL] += q * (x - e)
+                cash = c + q * (x - e)  # the account's cash after the fill
                 if act[j] == ACT_STOP:
                     # The trader's own market order: no liquidation fee; a fill past
                     # the bankruptcy price still leaves a shortfall.
                     out[N_STOPS] += 1.0
                     out[STOP_NOTIONAL] += abs(q) * mark
                 else:
-                    fee = fee_rate * abs(q) * x
-                    fee_paid = 0.0
-                    if eq_x > 0.0:
-                        fee_paid = fee if eq_x >= fee else eq_x
-                    inflow = fee_paid * fee_share
-                    if not to_trader and eq_x > fee:
-                        inflow += eq_x - fee
-                    fund += inflow
-                    out[FUND_INFLOW] += inflow
+                    if cash > 0.0:
+                        fee = fee_rate * abs(q) * x
+                        fee_paid = fee if cash >= fee else cash
+                        _fee(fee_paid, params, out, st)
+                        cash -= fee_paid
+                        if not to_trader and cash > 0.0:
+                            _fund_in(cash, params, out, st)
+                            cash = 0.0
                     out[N_LIQUIDATIONS] += 1.0
                     out[LIQUIDATED_NOTIONAL] += abs(q) * mark
-                if eq_x < 0.0:
-                    liq_short[n_short_round] = -eq_x
+                if cash < 0.0:
+                    liq_short[n_short_round] = -cash
                     liq_bp[n_short_round] = e - c / q
                     liq_x[n_short_round] = x
                     liq_side[n_short_round] = 1.0 if q > 0.0 else -1.0
                     n_short_round += 1
+                    cash = 0.0  # the negative balance is written off; the waterfall pays it
                 acct[i, Q] = 0.0
-                acct[i, C] = 0.0
+                acct[i, C] = cash
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
             for j in range(n_short_round):
@@ -1001,10 +1348,10 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 out[SHORTFALL] += sf
                 out[SHORTFALL_QUOTE] += sf / mark if inverse else sf
                 out[N_SHORTFALLS] += 1.0
-                fund, n_pend = _waterfall(0, sf, t, layers, liq_side[j], liq_bp[j], liq_x[j],
-                                          mark, fund, acct, tt, params, queues, score, qstate,
-                                          touched, out, pend_rem, pend_next, pend_side,
-                                          pend_bp, pend_x, n_pend)
+                n_pend = _waterfall(0, sf, t, layers, liq_side[j], liq_bp[j], liq_x[j], mark,
+                                    acct, tt, params, queues, score, qstate, touched, out,
+                                    pend_rem, pend_next, pend_side, pend_bp, pend_x, n_pend,
+                                    fwork, iwork, st)
             n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
             while lhead < nl and acct[lorder[lhead], Q] == 0.0:
                 lhead += 1
@@ -1025,27 +1372,39 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         premium_n += 1
         if abs(premium) > out[MARK_INDEX_GAP]:
             out[MARK_INDEX_GAP] = abs(premium)
-        if n_pend > 0:
+        boundary = t % settle_every == 0 or t == last
+        if n_pend > 0 and boundary:
             pot = 0.0
             for p in range(n_pend):
                 pot += pend_rem[p]
-            charged = _socialise(pot, mark, acct, tt, params, touched)
-            if charged > 0.0:
-                qstate[0] = -1  # haircuts changed the scores: rank again if needed
-                qstate[2] = -1
+            charged = _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st)
             out[SOCIALISED_LOSS] += charged
             left = (pot - charged) / pot
             if left > 0.0:
-                # What the haircut could not cover continues down each waterfall.
+                # What the haircut could not cover continues down each waterfall, with
+                # the ADL queues ranked at this mark.
+                qstate[0] = -1
+                qstate[2] = -1
                 for p in range(n_pend):
-                    fund, _ = _waterfall(pend_next[p], pend_rem[p] * left, t, layers,
-                                         pend_side[p], pend_bp[p], pend_x[p], mark, fund,
-                                         acct, tt, params, queues, score, qstate, touched,
-                                         out, pend_rem, pend_next, pend_side, pend_bp,
-                                         pend_x, n_pend)
+                    _waterfall(pend_next[p], pend_rem[p] * left, t, layers, pend_side[p],
+                               pend_bp[p], pend_x[p], mark, acct, tt, params, queues, score,
+                               qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp,
+                               pend_x, n_pend, fwork, iwork, st)
+            elif charged > 0.0:
+                qstate[0] = -1  # haircuts changed the scores: rank again if needed
+                qstate[2] = -1
+            n_pend = 0
             n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
-        if fund < out[FUND_MIN]:
-            out[FUND_MIN] = fund
+        if social and boundary:
+            st[S_PERIOD] += 1.0
+            st[S_PMARK] = mark
+        if st[S_FUND] < out[FUND_MIN]:
+            out[FUND_MIN] = st[S_FUND]
+        step_loss = out[PLATFORM_LOSS] - platform_before
+        if step_loss > out[PLATFORM_MAX_STEP]:
+            out[PLATFORM_MAX_STEP] = step_loss
+        if record_every > 0 and t % record_every == 0 and t // record_every < traj.shape[0]:
+            traj[t // record_every] = st[S_FUND]
         if n_loose > max_loose:
             nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
             n_loose, lhead, shead = 0, 0, 0
@@ -1054,8 +1413,32 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             lhead += 1
         while shead < ns and acct[sorder[shead], Q] == 0.0:
             shead += 1
-    out[FUND_FINAL] = fund
-    return fund
+    out[FUND_FINAL] = st[S_FUND]
+    out[FUND_NEED] = st[S_NEED] if has_fund else np.nan
+    if st[S_ELIG_PROFIT] > 0.0:
+        out[HAIRCUT_RATE] = out[SOCIALISED_LOSS] / st[S_ELIG_PROFIT]
+    else:
+        out[HAIRCUT_RATE] = np.nan
+    _fairness(acct, out, fwork, iwork, st)
+    out[TRADER_BALANCE_CHANGE] = _cash(acct) - cash0
+    return st[S_FUND]
+
+
+@njit(cache=True)
+def _cash(acct):
+    """The traders' total cash, compensated (Neumaier) so that the balance sheet of a
+    large book closes to rounding of its flows, not of its size."""
+    total = 0.0
+    comp = 0.0
+    for i in range(acct.shape[0]):
+        v = acct[i, C]
+        t = total + v
+        if abs(total) >= abs(v):
+            comp += (total - t) + v
+        else:
+            comp += (v - t) + total
+        total = t
+    return total + comp
 
 
 simulate_path = njit(cache=True)(simulate_path_python)
@@ -1067,11 +1450,16 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
                 funding_every=0, funding_mode=0, funding_rate=0.0, funding_interest=0.0,
                 funding_clamp=0.0, funding_cap=1.0, req_fee=0.0, mm_entry=0, liq_style=0,
                 partial_fraction=0.5, partial_min_tier=1, surplus_to_trader=0, topup_prob=0.0,
-                topup_target=0.0, inverse=0, alerts=()):
+                topup_target=0.0, inverse=0, alerts=(), fund_cap=np.inf, adl_ranking=0,
+                settle_every=1, record_every=0):
     """The kernel's ``params`` array from keyword values (defaults: no liquidity model,
-    no funding, full liquidation, MM on the mark notional, no alerts).
+    no funding, full liquidation, MM on the mark notional, no alerts, no fund cap,
+    the ``score`` ADL queue, socialised losses settled every step, no fund
+    trajectory).
 
-    ``alerts`` are the margin-ratio alert levels, ascending (at most four).
+    ``alerts`` are the margin-ratio alert levels, ascending (at most four);
+    ``adl_ranking`` a code of :data:`stress.runner.variables.ADL_RANKINGS`;
+    ``settle_every`` and ``record_every`` are in steps.
     """
     values = dict(locals())
     alerts = [float(a) for a in values.pop("alerts")]
@@ -1085,9 +1473,16 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
 
 def workspace(n: int):
     """Scratch arrays of :func:`simulate_path` for books of up to ``n`` accounts:
-    ``(fwork, iwork, touched, is_loose)``."""
-    return (np.empty((11, n)), np.empty((6, n), dtype=np.int64),
-            np.zeros(4 * n + 1, dtype=np.int64), np.zeros(n, dtype=np.bool_))
+    ``(fwork, iwork, touched, is_loose)``. Zeroed: the kernel keeps its per-account
+    loss rows at zero between calls."""
+    return (np.zeros((N_FWORK, n)), np.zeros((N_IWORK, n), dtype=np.int64),
+            np.zeros(2 * n + 1, dtype=np.int64), np.zeros(n, dtype=np.bool_))
+
+
+def trajectory_length(steps: int, record_every: int) -> int:
+    """Length of the fund trajectory of a path of ``steps`` steps recorded every
+    ``record_every`` steps (0: not recorded)."""
+    return steps // record_every + 1 if record_every > 0 else 0
 
 
 def tier_array(tiers) -> np.ndarray:
@@ -1115,8 +1510,10 @@ def account_array(qty, entry, collateral, stop=None, budget=None, u=None) -> np.
 
 def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=1.0,
              slippage=0.0, step_minutes=1.0, adl_basis=0, prepared=None, liquidity=None,
-             acct=None, u=None, return_accounts=False, **params):
-    """Run one path on a copy of ``book`` (linear contracts); returns the metrics array.
+             acct=None, u=None, return_accounts=False, return_fund=False, **params):
+    """Run one path on a copy of ``book`` (linear contracts); returns the metrics array
+    (and the final accounts with ``return_accounts``, the fund trajectory with
+    ``return_fund``).
 
     ``book`` is a :class:`stress.population.Book` (cross accounts' free balance is
     added to their collateral, stops and top-up budgets are taken from it), or
@@ -1147,10 +1544,12 @@ def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=
         mark0, d_bid, d_ask = liquidity.mark, liquidity.depth_bid, liquidity.depth_ask
         g_bid, g_ask = liquidity.gap_bid, liquidity.gap_ask
     out = np.empty(N_METRICS)
+    traj = np.full(trajectory_length(index.shape[0] - 1, int(p[P_RECORD_EVERY])), np.nan)
     simulate_path(index, mark0, d_bid, d_ask, g_bid, g_ask, acct, lorder.copy(),
-                  sorder.copy(), nl, ns, tt, np.asarray(layers, dtype=np.int64), p, out,
+                  sorder.copy(), nl, ns, tt, np.asarray(layers, dtype=np.int64), p, out, traj,
                   *workspace(len(acct)))
-    return (out, acct) if return_accounts else out
+    extra = ((acct,) if return_accounts else ()) + ((traj,) if return_fund else ())
+    return (out, *extra) if extra else out
 
 
 def book_accounts(book, u=None) -> np.ndarray:

@@ -48,7 +48,8 @@ import numpy as np
 
 from stress.exchange import margin
 from stress.exchange.tiers import TierTable
-from stress.runner.variables import INDEX, N_METRICS
+from stress.policies import adl as adl_rules
+from stress.runner.variables import ADL_RANKINGS, INDEX, N_METRICS
 
 _PHI = 0.6180339887498949
 _MAX_PARTIAL_STEPS = 64
@@ -59,7 +60,9 @@ DEFAULTS = {"impact_k": 0.0, "impact_gamma": 1.0, "permanent": 0.0, "permanent_d
             "funding_clamp": 0.0, "funding_cap": 1.0, "req_fee": 0.0, "mm_entry": 0,
             "liq_style": 0, "partial_fraction": 0.5, "partial_min_tier": 1,
             "surplus_to_trader": 0, "topup_prob": 0.0, "topup_target": 0.0, "inverse": 0,
-            "alerts": ()}
+            "alerts": (), "fund_cap": math.inf, "adl_ranking": 0, "settle_every": 1,
+            "record_every": 0}
+RANKINGS = {code: name for name, code in ADL_RANKINGS.items()}
 
 
 class ReferenceEngine:
@@ -112,7 +115,21 @@ class ReferenceEngine:
         self.alerts = [float(a) for a in self.p["alerts"]]
         self.m = {name: 0.0 for name in INDEX}
         self.m["time_to_depletion"] = math.nan
+        self.m["haircut_rate_max"] = math.nan
         self.m["fund_min"] = self.fund
+        self.ranking = RANKINGS[int(self.p["adl_ranking"])]
+        self.pending = []  # socialised losses waiting for the settlement
+        # The fund's asks and inflows, for fund_need.
+        self.cum_in = self.cum_out = self.need = 0.0
+        # Socialised settlement periods: each account's equity at the period start.
+        self.period = 0
+        self.period_mark = self.mark0[0]
+        self.snapshot = {}  # account -> (period, equity at the period start)
+        # Who bore what: per account, in the order they became eligible.
+        self.eligible = {}  # account -> [loss, adl loss, equity before the first ADL]
+        self.eligible_profit = 0.0
+        self.trajectory = [self.fund] if self.p["record_every"] else []
+        self.cash0 = math.fsum(self.collateral)
 
     # ---------------------------------------------------------------- margin
     def requirement(self, i: int, mark: float) -> float:
@@ -162,7 +179,7 @@ class ReferenceEngine:
                 premiums = []
             start = mark
             rounds = 0
-            self.pending = []
+            platform_before = self.m["platform_loss"]
             while True:
                 acts = [(i, self.action(i, mark)) for i in self.candidates(mark)]
                 for i, a in acts:
@@ -201,9 +218,18 @@ class ReferenceEngine:
             self.m["cascade_move"] = max(self.m["cascade_move"], abs(mark / start - 1.0))
             premiums.append(mark / self.prices[t] - 1.0)
             self.m["mark_index_gap"] = max(self.m["mark_index_gap"], abs(premiums[-1]))
-            self.settle_socialised(t, mark)
+            boundary = t % max(int(p["settle_every"]), 1) == 0 or t == len(self.prices) - 1
+            if boundary:
+                self.settle_socialised(t, mark)
+                self.period += 1
+                self.period_mark = mark
             self.m["fund_min"] = min(self.m["fund_min"], self.fund)
+            self.m["platform_max_step"] = max(self.m["platform_max_step"],
+                                              self.m["platform_loss"] - platform_before)
+            if p["record_every"] and t % int(p["record_every"]) == 0:
+                self.trajectory.append(self.fund)
         self.m["fund_final"] = self.fund
+        self.finish()
         out = np.empty(N_METRICS)
         for name, k in INDEX.items():
             out[k] = self.m[name]
@@ -230,6 +256,7 @@ class ReferenceEngine:
             if q == 0:
                 continue
             n = abs(q) * mark
+            self.snap(i)
             if margin.side(q) == payer:
                 self.collateral[i] -= abs(f) * n
             else:
@@ -259,6 +286,8 @@ class ReferenceEngine:
         add = min(req / target - equity, self.budget[i])
         if add <= 0:
             return
+        self.snap(i)
+        self.snapshot[i] = (self.period, self.snapshot[i][1] + add)  # a deposit: no profit
         self.collateral[i] += add
         self.budget[i] -= add
         self.m["n_topups"] += 1
@@ -311,10 +340,11 @@ class ReferenceEngine:
             if margin.equity(q, self.entry[i], self.collateral[i], x) - fee <= 0:
                 return False
             s = margin.side(q)
+            self.snap(i)
             self.collateral[i] += s * dq * (x - self.entry[i]) - fee
             self.qty[i] = q - s * dq
-            self.fund += fee * self.fee_share
-            self.m["fund_inflow"] += fee * self.fee_share
+            self.m["market_pnl"] += s * dq * (x - self.entry[i])
+            self.pay_fee(fee)
             self.m["n_partial_liquidations"] += 1
             self.m["liquidated_notional"] += dq * mark
             if not self.breached(i, mark):
@@ -322,43 +352,80 @@ class ReferenceEngine:
         return False
 
     def close(self, i: int, mark: float, x: float, act: str) -> dict | None:
-        """Close account ``i`` at fill ``x``; a liquidation credits surplus and fee.
-        Returns its shortfall, if any."""
+        """Close account ``i`` at fill ``x``. The account keeps its cash; a liquidation
+        pays the fee from it and hands the surplus to the fund (unless it goes to the
+        trader). Returns its shortfall, if any: the negative cash, written off."""
         q, e, c = self.qty[i], self.entry[i], self.collateral[i]
         s = margin.side(q)
-        eq_x = margin.equity(q, e, c, x)
+        self.snap(i)
+        self.m["market_pnl"] += q * (x - e)
+        cash = margin.equity(q, e, c, x)
         if act == "stop":
             self.m["n_stops"] += 1
             self.m["stop_notional"] += abs(q) * mark
         else:
-            fee = self.fee_rate * abs(q) * x
-            fee_paid = min(fee, eq_x) if eq_x > 0 else 0.0
-            surplus = max(eq_x - fee, 0.0) if not self.p["surplus_to_trader"] else 0.0
-            inflow = fee_paid * self.fee_share + surplus
-            self.fund += inflow
-            self.m["fund_inflow"] += inflow
+            if cash > 0:
+                fee_paid = min(self.fee_rate * abs(q) * x, cash)
+                self.pay_fee(fee_paid)
+                cash -= fee_paid
+                if not self.p["surplus_to_trader"] and cash > 0:
+                    self.fund_in(cash)
+                    cash = 0.0
             self.m["n_liquidations"] += 1
             self.m["liquidated_notional"] += abs(q) * mark
         self.qty[i] = 0.0
-        self.collateral[i] = 0.0
-        if eq_x >= 0:
+        self.collateral[i] = max(cash, 0.0)
+        if cash >= 0:
             return None
-        return {"amount": -eq_x, "side": s, "bp": margin.bankruptcy_price(q, e, c), "x": x}
+        return {"amount": -cash, "side": s, "bp": margin.bankruptcy_price(q, e, c), "x": x}
 
     def settle_socialised(self, t: int, mark: float) -> None:
-        """End of step: charge the socialised pot; the rest goes on down the waterfall."""
+        """End of a settlement period: charge the socialised pot; the rest goes on down
+        the waterfall (with the ADL queues ranked at this mark)."""
         if not self.pending:
             return
         pot = sum(p[0] for p in self.pending)
         charged = self.socialise(pot, mark)
         self.m["socialised_loss"] += charged
-        if charged > 0:
-            self.queues = {1.0: None, -1.0: None}
         left = (pot - charged) / pot
+        if left > 0 or charged > 0:
+            self.queues = {1.0: None, -1.0: None}
         if left > 0:
             for amount, sf, nxt in self.pending:
                 self.waterfall(t, mark, sf, amount * left, nxt, [])
         self.pending = []
+
+    # ------------------------------------------------------------- the fund
+    def fund_in(self, amount: float) -> None:
+        """Inflow to the fund; above its cap the excess goes to the platform."""
+        self.fund += amount
+        self.cum_in += amount
+        self.m["fund_inflow"] += amount
+        if self.fund > self.p["fund_cap"]:
+            self.m["fund_overflow"] += self.fund - self.p["fund_cap"]
+            self.fund = self.p["fund_cap"]
+
+    def pay_fee(self, fee: float) -> None:
+        to_fund = fee * self.fee_share
+        self.m["fee_revenue"] += fee - to_fund
+        self.fund_in(to_fund)
+
+    # ------------------------------------------------- settlement periods
+    def snap(self, i: int) -> None:
+        """Before account ``i`` changes: keep its equity at the period's start."""
+        if self.snapshot.get(i, (None,))[0] != self.period:
+            self.snapshot[i] = (self.period, margin.equity(self.qty[i], self.entry[i],
+                                                          self.collateral[i], self.period_mark))
+
+    def period_profit(self, i: int, mark: float) -> float:
+        """Profit over the settlement period: equity now minus at the period start."""
+        period, start = self.snapshot.get(i, (None, 0.0))
+        if period != self.period:
+            return self.qty[i] * (mark - self.period_mark)
+        return margin.equity(self.qty[i], self.entry[i], self.collateral[i], mark) - start
+
+    def mark_eligible(self, i: int) -> None:
+        self.eligible.setdefault(i, [0.0, 0.0, 0.0])
 
     # ---------------------------------------------------------------- layers
     def waterfall(self, t, mark, sf, remaining, start, pending) -> None:
@@ -367,6 +434,8 @@ class ReferenceEngine:
                 break
             layer = self.layers[li]
             if layer == "insurance_fund":
+                self.cum_out += remaining
+                self.need = max(self.need, self.cum_out - self.cum_in)
                 pay = min(remaining, self.fund)
                 if remaining > self.fund and not self.m["fund_depleted"]:
                     self.m["fund_depleted"] = 1.0
@@ -388,65 +457,136 @@ class ReferenceEngine:
         if remaining > 0:
             self.m["residual"] += remaining
 
+    def winners(self, bside: float, mark: float) -> list[int]:
+        """Opposite-side accounts of a bankrupt ``bside`` position in profit at ``mark``,
+        in account order; they become eligible to bear the loss."""
+        found = [i for i, q in enumerate(self.qty)
+                 if q * bside < 0 and margin.unrealized_pnl(q, self.entry[i], mark) > 0]
+        for i in found:
+            self.mark_eligible(i)
+        return found
+
     def adl_queue(self, bside: float, mark: float) -> list[int]:
-        """Opposite-side winners, highest ADL score first, ties in account order."""
+        """Winners by the queue ranking, highest first, ties in account order."""
         ranked = []
-        for i, q in enumerate(self.qty):
-            if q * bside < 0 and margin.unrealized_pnl(q, self.entry[i], mark) > 0:
-                score = margin.adl_score(q, self.entry[i], self.collateral[i], mark,
-                                         self.adl_pnl_basis)
-                ranked.append((-score, i))
+        for i in self.winners(bside, mark):
+            q, e, c = self.qty[i], self.entry[i], self.collateral[i]
+            if self.ranking == "leverage":
+                eq = margin.equity(q, e, c, mark)
+                key = abs(q) * mark / eq if eq > 0 else math.inf
+            else:
+                key = margin.adl_score(q, e, c, mark, self.adl_pnl_basis)
+            ranked.append((-key, i))
         ranked.sort()
         return [i for _, i in ranked]
+
+    def adl_cap(self, i: int, bp: float) -> float:
+        """Units of ``i`` closable at ``bp`` without making it bankrupt."""
+        q, e, c = self.qty[i], self.entry[i], self.collateral[i]
+        per_unit = margin.side(q) * (bp - e)
+        if per_unit >= 0:
+            return abs(q)
+        return 0.0 if c <= 0 else min(abs(q), c / -per_unit)
 
     def adl(self, sf: dict, need: float, mark: float) -> float:
         unit_cost = abs(sf["bp"] - sf["x"])
         if unit_cost <= 0 or need <= 0:
             return 0.0
+        need_qty = need / unit_cost
+        if self.ranking in ("pro_rata", "risk_based"):
+            who = self.winners(sf["side"], mark)
+            size = np.array([abs(self.qty[i]) for i in who])
+            profit = np.array([margin.unrealized_pnl(self.qty[i], self.entry[i], mark)
+                               for i in who])
+            equity = np.array([margin.equity(self.qty[i], self.entry[i], self.collateral[i],
+                                             mark) for i in who])
+            cap = np.array([self.adl_cap(i, sf["bp"]) for i in who])
+            takes = adl_rules.allocate(self.ranking, size, profit, equity, cap,
+                                       np.zeros(len(who)), mark, need_qty)
+            covered = sum(self.adl_close(i, float(k), sf, mark)
+                          for i, k in zip(who, takes) if k > 0)
+            return need if cap.sum() >= need_qty or covered > need else covered
         if self.queues[sf["side"]] is None:
             self.queues[sf["side"]] = self.adl_queue(sf["side"], mark)
         queue = self.queues[sf["side"]]
-        need_qty = need / unit_cost
         covered = 0.0
-        bp = sf["bp"]
         while queue:
             i = queue[0]
-            q = self.qty[i]
-            if q == 0:
+            if self.qty[i] == 0:
                 queue.pop(0)
                 continue
-            s = margin.side(q)
-            take = min(abs(q), need_qty)
-            full = take == need_qty
-            realised = s * take * (bp - self.entry[i])
-            if self.collateral[i] + realised < 0:
-                take = self.collateral[i] / abs(bp - self.entry[i])
-                realised = -self.collateral[i]
-                full = False
-            if take > 0:
-                self.collateral[i] += realised
-                self.qty[i] = 0.0 if take >= abs(q) else q - s * take
-                self.m["n_adl"] += 1
-                self.m["adl_notional"] += take * bp
-                need_qty -= take
-            if full:
+            cap = self.adl_cap(i, sf["bp"])
+            if cap >= need_qty:
+                # The need is met; the account stays at the head for the next loss.
+                self.adl_close(i, need_qty, sf, mark)
                 return need
-            covered += take * unit_cost
+            if cap > 0:
+                covered += self.adl_close(i, cap, sf, mark)
+                need_qty -= cap
             queue.pop(0)
-            if need_qty <= 0:
-                break
         return min(covered, need)
 
+    def adl_close(self, i: int, take: float, sf: dict, mark: float) -> float:
+        """Close ``take`` units of ``i`` at the bankruptcy price; returns its loss against
+        the market fill."""
+        q, e, c = self.qty[i], self.entry[i], self.collateral[i]
+        s = margin.side(q)
+        self.snap(i)
+        record = self.eligible[i]
+        if record[1] == 0:
+            record[2] = margin.equity(q, e, c, mark)
+        realised = s * take * (sf["bp"] - e)
+        self.collateral[i] = 0.0 if c + realised < 0 else c + realised  # never bankrupt
+        self.m["market_pnl"] += s * take * (sf["x"] - e)
+        cost = take * abs(sf["bp"] - sf["x"])
+        record[0] += cost
+        record[1] += cost
+        self.qty[i] = 0.0 if take >= abs(q) else q - s * take
+        self.m["n_adl"] += 1
+        self.m["adl_notional"] += take * sf["bp"]
+        return cost
+
     def socialise(self, pot: float, mark: float) -> float:
-        winners = [(i, margin.unrealized_pnl(q, self.entry[i], mark))
-                   for i, q in enumerate(self.qty) if q != 0]
-        winners = [(i, u) for i, u in winners if u > 0]
-        total = sum(u for _, u in winners)
+        """Charge ``pot`` pro rata to the period's profits, each at most its profit."""
+        profits = [(i, self.period_profit(i, mark)) for i in range(len(self.qty))]
+        winners = [(i, p) for i, p in profits if p > 0]
+        total = sum(p for _, p in winners)
         if total <= 0:
             return 0.0
-        for i, u in winners:
-            self.collateral[i] -= u if pot >= total else pot * (u / total)
-        return total if pot >= total else pot
+        for i, p in winners:
+            charge = p if pot >= total else pot * (p / total)
+            self.mark_eligible(i)
+            self.collateral[i] -= charge
+            self.eligible[i][0] += charge
+        charged = total if pot >= total else pot
+        self.eligible_profit += total
+        rate = charged / total
+        if not self.m["haircut_rate_max"] >= rate:
+            self.m["haircut_rate_max"] = rate
+        return charged
+
+    def finish(self) -> None:
+        """End of path: fund need, haircut rate, fairness, the traders' cash change."""
+        self.m["fund_need"] = self.need if "insurance_fund" in self.layers else math.nan
+        self.m["haircut_rate"] = (self.m["socialised_loss"] / self.eligible_profit
+                                  if self.eligible_profit > 0 else math.nan)
+        losses = [r[0] for r in self.eligible.values()]
+        self.m["n_accounts_hit"] = sum(1 for v in losses if v > 0)
+        self.m["adl_max_loss_fraction"] = max(
+            [r[1] / r[2] if r[2] > 0 else math.inf for r in self.eligible.values() if r[1] > 0],
+            default=0.0)
+        self.m["loss_gini"] = gini(losses)
+        self.m["trader_balance_change"] = math.fsum(self.collateral) - self.cash0
+
+
+def gini(values) -> float:
+    """Gini coefficient (mean absolute difference over twice the mean); NaN for an
+    empty or all-zero sample."""
+    x = sorted(values)
+    n, total = len(x), sum(x)
+    if n == 0 or total <= 0:
+        return math.nan
+    return sum(abs(a - b) for a in x for b in x) / (2.0 * n * total)
 
 
 class VectorisedEngine(ReferenceEngine):

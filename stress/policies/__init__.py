@@ -1,0 +1,1 @@
+"""Loss-policy layers: plain-Python references of the kernel's rules."""

@@ -17,7 +17,7 @@ from stress.exchange.tiers import TierTable, load_tiers
 from stress.market.replay import load_replay
 from stress.population import Book, csv_book, synthetic_book, validate_synthetic
 from stress.runner.seeding import population_rng
-from stress.runner.variables import ADL_BASIS_CODES, LAYER_CODES
+from stress.runner.variables import LAYER_CODES
 
 
 @dataclass
@@ -25,7 +25,6 @@ class Prepared:
     config: Config
     tiers: TierTable
     layers: list[np.ndarray]  # per policy
-    adl_basis: list[int]  # per policy
     s0: float
     replay: np.ndarray | None
     book: Book | None  # None when the book is redrawn per path
@@ -77,7 +76,6 @@ def prepare(cfg: Config) -> Prepared:
                 pop, tiers, s0, population_rng(cfg.run.seed), exchange=cfg.exchange)
     except ConfigError as e:
         raise e.with_source(src) if src else e
-    layers = [np.asarray([LAYER_CODES[name] for name in p.layers], dtype=np.int64)
+    layers = [np.asarray([LAYER_CODES[name] for name in p.layer_names], dtype=np.int64)
               for p in cfg.policies]
-    basis = [ADL_BASIS_CODES[p.adl_pnl_basis] for p in cfg.policies]
-    return Prepared(cfg, tiers, layers, basis, s0, replay, book, cfg.hash())
+    return Prepared(cfg, tiers, layers, s0, replay, book, cfg.hash())

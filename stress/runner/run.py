@@ -35,8 +35,8 @@ def default_workers() -> int:
 def _shard_task(prep: Prepared, index: int, start: int, stop: int, shard_dir: str) -> int:
     # Imported here so that a loky worker pays for numba only once, on first use.
     from stress.runner.shard import simulate_shard, to_dataset
-    out = simulate_shard(prep, start, stop)
-    write_atomic(to_dataset(out, prep, start), Path(shard_dir) / shard_name(index))
+    out, fund = simulate_shard(prep, start, stop)
+    write_atomic(to_dataset(out, prep, start, fund), Path(shard_dir) / shard_name(index))
     return stop - start
 
 

@@ -14,27 +14,33 @@ from stress import __version__
 from stress.errors import ConservationError, StressError
 from stress.exchange.contracts import kernel_accounts, kernel_market
 from stress.exchange.kernels import (U, make_params, prepare_book, simulate_path, tier_array,
-                                     workspace)
+                                     trajectory_length, workspace)
 from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
 from stress.runner.seeding import path_rng
-from stress.runner.variables import (FUNDING_MODES, INDEX, LIQUIDATION_STYLES, N_METRICS,
-                                     PATH_METRICS)
+from stress.config import fund_record_steps, settlement_steps
+from stress.runner.variables import (ADL_BASIS_CODES, ADL_RANKINGS, BEARERS, FUNDING_MODES,
+                                     INDEX, LIQUIDATION_STYLES, N_METRICS, P, PATH_METRICS)
 
 # Relative tolerance of the loss identity.
 IDENTITY_RTOL = 1e-9
 
 
-def kernel_params(cfg, adl_basis: int, s0: float = 1.0) -> np.ndarray:
+def kernel_params(cfg, policy, s0: float = 1.0) -> np.ndarray:
     """The kernel's ``params`` array for one policy of a config (``s0``: the start
     price, converting an inverse contract's depth floor to coin)."""
     ex, liq, step = cfg.exchange, cfg.liquidity, cfg.run.step_minutes
     inverse = ex.contract == "inverse"
     top = cfg.population.top_up
-    kw = dict(fund_initial=cfg.fund.initial, fee_rate=ex.liquidation_fee_rate,
-              fee_share=cfg.fund.fee_share, slippage=ex.slippage, step_minutes=step,
-              adl_basis=adl_basis, req_fee=ex.requirement_fee_rate,
+    initial, cap, fee_share = policy.fund_settings(cfg.fund)
+    social = policy.layer("socialised")
+    kw = dict(fund_initial=initial, fee_rate=ex.liquidation_fee_rate, fee_share=fee_share,
+              fund_cap=np.inf if cap is None else cap, slippage=ex.slippage, step_minutes=step,
+              adl_basis=ADL_BASIS_CODES[policy.adl.pnl_basis],
+              adl_ranking=ADL_RANKINGS[policy.adl.ranking],
+              settle_every=1 if social is None else settlement_steps(social, cfg),
+              record_every=fund_record_steps(cfg), req_fee=ex.requirement_fee_rate,
               mm_entry=ex.mm_basis == "entry", liq_style=LIQUIDATION_STYLES[ex.liquidation],
               partial_fraction=ex.partial_fraction, partial_min_tier=ex.partial_min_tier,
               surplus_to_trader=ex.surplus_to == "trader", topup_prob=top.probability,
@@ -59,14 +65,20 @@ def kernel_params(cfg, adl_basis: int, s0: float = 1.0) -> np.ndarray:
     return make_params(**kw)
 
 
-def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
-    """Metrics array of shape (policy, path, metric) for paths ``start..stop-1``."""
+def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Paths ``start..stop-1``: the metrics, shape (policy, path, metric), and the fund
+    trajectories, shape (policy, path, time) (``time`` empty when not recorded).
+
+    Raises :class:`ConservationError` if a path's books do not balance.
+    """
     cfg = prep.config
     n_pol = len(cfg.policies)
     out = np.empty((n_pol, stop - start, N_METRICS))
+    fund = np.full((n_pol, stop - start, trajectory_length(cfg.run.steps,
+                                                           fund_record_steps(cfg))), np.nan)
     tt = tier_array(prep.tiers)
     inverse = cfg.exchange.contract == "inverse"
-    params = [kernel_params(cfg, b, prep.s0) for b in prep.adl_basis]
+    params = [kernel_params(cfg, pol, prep.s0) for pol in cfg.policies]
     fixed = None
     if prep.book is not None:
         base = kernel_accounts(prep.book, inverse)
@@ -101,30 +113,75 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> np.ndarray:
             np.copyto(so, sorder)
             simulate_path(mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid,
                           mk.gap_ask, acct, lo, so, nl, ns, tt, prep.layers[p], params[p],
-                          out[p, j], *ws)
-    check_identity(out, prep.policy_names, start)
-    return out
+                          out[p, j], fund[p, j], *ws)
+    check_identity(out, prep.policy_names, start, [pr[P["fund_initial"]] for pr in params])
+    return out, fund
 
 
-def check_identity(out: np.ndarray, policies: list[str], start: int = 0) -> None:
-    """``shortfall = fund_paid + adl_cost + socialised_loss + platform_loss + residual``.
+def check_identity(out: np.ndarray, policies: list[str], start: int = 0,
+                   fund_initial=None) -> None:
+    """Check every path's books; raise :class:`ConservationError` naming the first path
+    and policy that break them.
 
-    Raises :class:`ConservationError` naming the first path and policy that breaks it.
+    The loss identity: ``shortfall = fund_paid + adl_cost + socialised_loss +
+    platform_loss + residual``. With ``fund_initial`` (per policy) also the
+    conservation of money (:func:`money_error`) to 1e-9 relative.
     """
     lhs = out[..., INDEX["shortfall"]]
-    rhs = sum(out[..., INDEX[k]] for k in ("fund_paid", "adl_cost", "socialised_loss",
-                                           "platform_loss", "residual"))
-    err = np.abs(lhs - rhs)
-    bad = err > IDENTITY_RTOL * np.maximum(np.abs(lhs), 1e-3)
+    rhs = sum(out[..., INDEX[k]] for k in BEARERS.values())
+    bad = np.abs(lhs - rhs) > IDENTITY_RTOL * np.maximum(np.abs(lhs), 1e-3)
     if bad.any():
         p, j = np.argwhere(bad)[0]
         raise ConservationError(
             f"loss identity broken on path {start + j}, policy {policies[p]}: shortfall "
             f"{lhs[p, j]!r} != sum of layers {rhs[p, j]!r}")
+    if fund_initial is None:
+        return
+    err, scale = money_error(out, np.asarray(fund_initial, dtype=float)[:, None])
+    bad = np.abs(err) > IDENTITY_RTOL * scale
+    if bad.any():
+        p, j = np.argwhere(bad)[0]
+        raise ConservationError(
+            f"money not conserved on path {start + j}, policy {policies[p]}: the balance "
+            f"sheet is off by {err[p, j]!r} (relative {abs(err[p, j]) / scale[p, j]:.2e})")
 
 
-def to_dataset(out: np.ndarray, prep: Prepared, start: int) -> xr.Dataset:
-    """Wrap a metrics array as a Dataset with units, long names and the run's attributes."""
+def money_error(out: np.ndarray, fund_initial) -> tuple[np.ndarray, np.ndarray]:
+    """The balance sheet of each path: ``(error, scale)``.
+
+    Money enters or leaves the venue only through trades against the market
+    (``market_pnl``) and traders' deposits (``topup_volume``); inside it moves
+    between traders' cash, the insurance fund and the platform (fees, fund
+    overflow, negative-balance protection), and a written-off negative balance
+    nobody covered (``residual``) is a hole. So ::
+
+        trader_balance_change + Δfund + (fee_revenue + fund_overflow − platform_loss)
+            − residual − market_pnl − topup_volume = 0
+
+    (funding is zero-sum between traders). ``scale`` is the initial fund plus
+    the gross flows, the yardstick of the relative error.
+    """
+    m = {name: out[..., k] for name, k in INDEX.items()}
+    err = (m["trader_balance_change"] + (m["fund_final"] - fund_initial) + m["fee_revenue"]
+           + m["fund_overflow"] - m["platform_loss"] - m["residual"] - m["market_pnl"]
+           - m["topup_volume"])
+    scale = (np.abs(fund_initial) + np.abs(m["market_pnl"]) + np.abs(m["trader_balance_change"])
+             + sum(np.abs(m[k]) for k in ("topup_volume", "fund_inflow", "fund_paid", "adl_cost",
+                                          "socialised_loss", "platform_loss", "residual",
+                                          "fee_revenue", "fund_overflow", "funding_volume")))
+    return err, np.maximum(scale, 1e-3)
+
+
+def to_dataset(out: np.ndarray, prep: Prepared, start: int,
+               fund: np.ndarray | None = None) -> xr.Dataset:
+    """Wrap a shard's metrics (and fund trajectories) as a Dataset with units, long
+    names and the run's attributes.
+
+    Besides the per-path metrics: ``loss_share(policy, path, bearer)``, the share
+    of the shortfall each bearer took (NaN on paths without one), and
+    ``fund(policy, path, time)``, the insurance fund every
+    ``fund.record_every_minutes``.
+    """
     cfg = prep.config
     paths = np.arange(start, start + out.shape[1], dtype=np.int64)
     inverse = cfg.exchange.contract == "inverse"
@@ -137,14 +194,37 @@ def to_dataset(out: np.ndarray, prep: Prepared, start: int) -> xr.Dataset:
         if units == "quote" and inverse and var.name != "shortfall_quote":
             units = "coin"
         data_vars[var.name] = (var.dims, values, {"units": units, "long_name": var.long_name})
+    shortfall = out[:, :, INDEX["shortfall"]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.stack([np.where(shortfall > 0, out[:, :, INDEX[m]] / shortfall, np.nan)
+                          for m in BEARERS.values()], axis=-1)
+    data_vars["loss_share"] = (("policy", "path", "bearer"), share, {
+        "units": "1", "long_name": "share of the path's shortfall borne by each bearer (NaN "
+                                  "without a shortfall)"})
+    money = "coin" if inverse else "quote"
+    if fund is not None and fund.shape[-1] > 0:
+        data_vars["fund"] = (("policy", "path", "time"), fund, {
+            "units": money, "long_name": "insurance fund balance at the end of the step"})
+    settings = [p.fund_settings(cfg.fund) for p in cfg.policies]
     coords = {
         "policy": ("policy", np.asarray(prep.policy_names, dtype=object),
                    {"long_name": "loss-handling policy"}),
-        "layers": ("policy", np.asarray([">".join(p.layers) for p in cfg.policies],
+        "layers": ("policy", np.asarray([layers_label(p) for p in cfg.policies],
                                         dtype=object),
-                   {"long_name": "waterfall layers, in order"}),
+                   {"long_name": "waterfall layers, in order (non-default options in "
+                                 "brackets)"}),
+        "fund_initial": ("policy", np.array([v[0] for v in settings], dtype=float),
+                         {"units": money, "long_name": "insurance fund at the path start"}),
+        "fund_cap": ("policy", np.array([np.inf if v[1] is None else v[1] for v in settings]),
+                     {"units": money, "long_name": "insurance fund cap (inf: none)"}),
         "path": ("path", paths, {"long_name": "Monte Carlo path index"}),
+        "bearer": ("bearer", np.asarray(list(BEARERS), dtype=object),
+                   {"long_name": "who bore the loss"}),
     }
+    if "fund" in data_vars:
+        every = fund_record_steps(cfg) * cfg.run.step_minutes
+        coords["time"] = ("time", every * np.arange(fund.shape[-1], dtype=float),
+                          {"units": "min", "long_name": "time from the path start"})
     attrs = {
         "title": f"stress run {cfg.run.name}",
         "run_name": cfg.run.name,
@@ -162,3 +242,13 @@ def to_dataset(out: np.ndarray, prep: Prepared, start: int) -> xr.Dataset:
         "Conventions": "CF-1.8",
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def layers_label(policy) -> str:
+    """A policy's waterfall as text, e.g. ``insurance_fund>adl[risk_based]``."""
+    parts = []
+    for layer in policy.layers:
+        opts = {k: v for k, v in layer.model_dump(exclude_defaults=True).items() if k != "kind"}
+        parts.append(layer.kind + (f"[{','.join(str(v) for v in opts.values())}]"
+                                   if opts else ""))
+    return ">".join(parts)

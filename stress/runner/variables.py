@@ -59,6 +59,28 @@ PATH_METRICS: tuple[Variable, ...] = (
              integer=True),
     Variable("n_topups", "1", "margin top-ups made at alerts", integer=True),
     Variable("topup_volume", "quote", "collateral added by margin top-ups"),
+    Variable("fund_need", "quote", "smallest initial insurance fund that would never have run "
+                                   "dry on this path: the largest cumulative excess of what the "
+                                   "fund was asked to pay over its inflows (NaN without an "
+                                   "insurance_fund layer)"),
+    Variable("fund_overflow", "quote", "insurance fund above its cap, paid out to the platform"),
+    Variable("platform_max_step", "quote", "largest platform loss within one step"),
+    Variable("n_accounts_hit", "1", "distinct accounts that bore part of the loss (ADL'd or "
+                                    "haircut)", integer=True),
+    Variable("adl_max_loss_fraction", "1", "largest ADL loss of one account as a fraction of its "
+                                           "equity at the mark before its first ADL"),
+    Variable("haircut_rate", "1", "socialised loss / eligible profit, over the settlements that "
+                                  "charged a loss (NaN when none did)"),
+    Variable("haircut_rate_max", "1", "largest haircut rate of one settlement (NaN when none "
+                                      "charged a loss)"),
+    Variable("loss_gini", "1", "Gini coefficient of the losses borne (ADL and haircuts) across "
+                               "the profitable accounts eligible to bear them (NaN when no "
+                               "trader bore a loss)"),
+    Variable("market_pnl", "quote", "PnL traders realised against the market at the fill prices "
+                                    "(money entering or leaving the venue through trades)"),
+    Variable("fee_revenue", "quote", "the platform's share of liquidation fees"),
+    Variable("trader_balance_change", "quote", "change of the traders' total cash balance over "
+                                               "the path (realised; open positions at cost)"),
 )
 
 INDEX = {v.name: k for k, v in enumerate(PATH_METRICS)}
@@ -93,6 +115,21 @@ STOP_NOTIONAL = INDEX["stop_notional"]
 N_ALERTS_HIT = INDEX["n_margin_alerts"]
 N_TOPUPS = INDEX["n_topups"]
 TOPUP_VOLUME = INDEX["topup_volume"]
+FUND_NEED = INDEX["fund_need"]
+FUND_OVERFLOW = INDEX["fund_overflow"]
+PLATFORM_MAX_STEP = INDEX["platform_max_step"]
+N_ACCOUNTS_HIT = INDEX["n_accounts_hit"]
+ADL_MAX_LOSS_FRACTION = INDEX["adl_max_loss_fraction"]
+HAIRCUT_RATE = INDEX["haircut_rate"]
+HAIRCUT_RATE_MAX = INDEX["haircut_rate_max"]
+LOSS_GINI = INDEX["loss_gini"]
+MARKET_PNL = INDEX["market_pnl"]
+FEE_REVENUE = INDEX["fee_revenue"]
+TRADER_BALANCE_CHANGE = INDEX["trader_balance_change"]
+
+# Who bore the loss: the ``bearer`` coordinate of ``loss_share`` and the metric of each.
+BEARERS = {"fund": "fund_paid", "adl": "adl_cost", "socialised": "socialised_loss",
+           "platform": "platform_loss", "residual": "residual"}
 
 # Kernel parameters, packed in one float64 array in this order.
 PARAMS = ("fund_initial", "fee_rate", "fee_share", "slippage", "step_minutes", "adl_basis",
@@ -101,7 +138,7 @@ PARAMS = ("fund_initial", "fee_rate", "fee_share", "slippage", "step_minutes", "
           "funding_interest", "funding_clamp", "funding_cap", "req_fee", "mm_entry",
           "liq_style", "partial_fraction", "partial_min_tier", "surplus_to_trader",
           "topup_prob", "topup_target", "inverse", "n_alerts", "alert0", "alert1", "alert2",
-          "alert3")
+          "alert3", "fund_cap", "adl_ranking", "settle_every", "record_every")
 MAX_ALERTS = 4
 P = {name: k for k, name in enumerate(PARAMS)}
 N_PARAMS = len(PARAMS)
@@ -110,6 +147,7 @@ FUNDING_MODES = {"none": 0, "constant": 1, "premium": 2}
 # Loss-policy layer codes shared by the kernel and the reference.
 LAYER_CODES = {"insurance_fund": 0, "adl": 1, "socialised": 2, "platform": 3}
 ADL_BASIS_CODES = {"collateral": 0, "entry_value": 1}
+ADL_RANKINGS = {"score": 0, "pro_rata": 1, "leverage": 2, "risk_based": 3}
 LIQUIDATION_STYLES = {"full": 0, "partial": 1, "stepwise": 2}
 
 

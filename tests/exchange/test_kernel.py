@@ -140,14 +140,17 @@ def test_tiered_liquidation_uses_the_bracket_at_the_mark(binance_tiers):
 
 
 def test_socialised_loss_beyond_total_profit_falls_to_the_next_layer():
-    # Shortfall 5 but winners hold only 2 of profit: they lose all 2, platform pays 3.
+    # Shortfall 5, but the short's profit over the settlement period (the step, from the
+    # mark 100 at its start: 0.2 × 15 = 3, not its 2 since entry at 95) is all the winners
+    # hold: it loses all 3, the platform pays 2.
     book = Book.from_arrays([1.0, -0.2], [100.0, 95.0], [10.0, 5.0])
     m, qty, coll = run_kernel([100.0, 85.0], book, flat_tiers(0.005), ["socialised", "platform"],
                               fund=0.0)
     assert m["shortfall"] == pytest.approx(5.0, rel=1e-12)
-    assert m["socialised_loss"] == pytest.approx(2.0, rel=1e-12)
-    assert m["platform_loss"] == pytest.approx(3.0, rel=1e-12)
-    assert coll[1] == pytest.approx(3.0, rel=1e-12)
+    assert m["socialised_loss"] == pytest.approx(3.0, rel=1e-12)
+    assert m["platform_loss"] == pytest.approx(2.0, rel=1e-12)
+    assert m["haircut_rate"] == m["haircut_rate_max"] == pytest.approx(1.0, rel=1e-12)
+    assert coll[1] == pytest.approx(2.0, rel=1e-12)
 
 
 def test_adl_never_makes_a_counterparty_bankrupt():

@@ -52,7 +52,9 @@ def reference_run(tmp_path_factory):
 
 def test_small_run_exercises_every_layer(reference_run):
     ds, _ = reference_run
-    assert ds.sizes == {"policy": 4, "path": 24}
+    # 240 one-minute steps with the fund recorded every 60 minutes: 5 points from 0.
+    assert ds.sizes == {"policy": 4, "path": 24, "bearer": 5, "time": 5}
+    np.testing.assert_array_equal(ds.time, [0.0, 60.0, 120.0, 180.0, 240.0])
     assert float(ds.shortfall.sum()) > 0
     for var in ("fund_paid", "adl_cost", "socialised_loss", "platform_loss"):
         assert float(ds[var].sum()) > 0, var
