@@ -405,7 +405,7 @@ I_WHO = 9  # water-filling scratch: the eligible accounts of one ADL
 N_IWORK = 10
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _snap(i, acct, fwork, iwork, st):
     """Before account ``i`` changes: record its equity at the start of the socialised
     settlement period, once per period (an account that never changes in a period
@@ -416,7 +416,7 @@ def _snap(i, acct, fwork, iwork, st):
         iwork[I_PID, i] = int(period)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _period_profit(i, mark, acct, fwork, iwork, st):
     """Account ``i``'s profit over the settlement period so far: realised plus
     unrealised, deposits excluded (equity at ``mark`` minus equity at the period start)."""
@@ -426,7 +426,7 @@ def _period_profit(i, mark, acct, fwork, iwork, st):
     return acct[i, Q] * (mark - st[S_PMARK])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _eligible(i, iwork, st):
     """Account ``i`` was eligible to bear a loss (an ADL candidate, or in profit at a
     settlement): it counts in the fairness metrics."""
@@ -437,7 +437,7 @@ def _eligible(i, iwork, st):
         st[S_NELIG] = k + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fund_in(amount, params, out, st):
     """Pay ``amount`` into the insurance fund; above its cap the excess goes to the
     platform."""
@@ -1015,7 +1015,7 @@ def _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _fee(fee, params, out, st):
     """A liquidation fee paid: ``fee_share`` of it to the fund, the rest to the platform."""
     to_fund = fee * params[P_FEE_SHARE]
