@@ -530,8 +530,8 @@ def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwor
     if fwork[F_ADLL, i] == 0.0:
         fwork[F_EQH, i] = acct[i, C] + q * (mark - e)
     realised = s * take * (bp - e)
-    if acct[i, C] + realised < 0.0:
-        realised = -acct[i, C]  # margin-capped: exactly its margin
+    if realised < 0.0 and acct[i, C] + realised < 0.0:
+        realised = -acct[i, C]  # margin-capped: exactly its margin (rounding)
     acct[i, C] += realised
     out[MARKET_PNL] += s * take * (x - e)
     cost = take * abs(bp - x)

@@ -536,7 +536,9 @@ class ReferenceEngine:
         if record[1] == 0:
             record[2] = margin.equity(q, e, c, mark)
         realised = s * take * (sf["bp"] - e)
-        self.collateral[i] = 0.0 if c + realised < 0 else c + realised  # never bankrupt
+        if realised < 0 and c + realised < 0:
+            realised = -c  # margin-capped: exactly its margin (rounding)
+        self.collateral[i] = c + realised
         self.m["market_pnl"] += s * take * (sf["x"] - e)
         cost = take * abs(sf["bp"] - sf["x"])
         record[0] += cost

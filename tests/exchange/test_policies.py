@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import flat_tiers, jump_prices, random_book, small_tiers
@@ -309,6 +309,10 @@ LAYER_LISTS = [["insurance_fund", "adl"], ["adl"], ["socialised", "platform"],
        layers=st.sampled_from(LAYER_LISTS), ranking=st.sampled_from(list(ADL_RANKINGS)),
        settle=st.sampled_from([1, 7, 30, 1000]), cap=st.sampled_from([math.inf, 60.0]),
        style=st.sampled_from([0, 1, 2]), to_trader=st.booleans())
+# A socialised charge can leave an open winner with negative cash (its period gain was
+# more than its equity at the period's start); ADL must not then top its cash up.
+@example(seed=3845, n=98, layers=["insurance_fund", "socialised", "adl", "platform"],
+         ranking="score", settle=7, cap=math.inf, style=0, to_trader=True)
 def test_kernel_equals_reference_with_every_policy_option(seed, n, layers, ranking, settle, cap,
                                                           style, to_trader):
     rng = np.random.default_rng(seed)
@@ -330,3 +334,32 @@ def test_kernel_equals_reference_with_every_policy_option(seed, n, layers, ranki
     np.testing.assert_allclose(out, ref.run(), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(traj, ref.trajectory, rtol=1e-12, atol=1e-12)
     check_identity(out[None, None, :], ["p"], fund_initial=[50.0])
+
+
+ALL_LAYER_LISTS = LAYER_LISTS + [["socialised"], ["adl", "socialised", "insurance_fund"]]
+
+
+def test_money_is_conserved_on_random_books_with_every_option():
+    # 400 seeded cases (books of 1–150 accounts, 150 steps with jumps) over every layer
+    # order, ranking, settlement, fund cap, liquidation style, MM basis and price
+    # impact: the balance sheet closes to 1e-9 of the gross flows (measured: ≤ 2e-14).
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 150))
+        book = random_book(rng, n)
+        prices = jump_prices(rng, 150, rate=0.08)
+        side = np.sign(book.qty)
+        stop = np.where(rng.random(n) < 0.2, book.entry * (1 - side * 0.05), np.nan)
+        budget = np.where(rng.random(n) < 0.5, book.collateral, 0.0)
+        kw = dict(fee_rate=0.002, fee_share=0.7, slippage=0.003,
+                  liq_style=int(rng.integers(3)), surplus_to_trader=int(rng.integers(2)),
+                  alerts=(0.5, 0.8), topup_prob=0.5, funding_every=30, funding_mode=1,
+                  funding_rate=0.001, fund_cap=[math.inf, 60.0][int(rng.integers(2))],
+                  adl_ranking=int(rng.integers(4)), settle_every=[1, 7, 30, 1000][seed % 4],
+                  mm_entry=int(rng.integers(2)), req_fee=0.0005,
+                  impact_k=float(rng.choice([0.0, 0.5])), permanent=0.3)
+        layers = ALL_LAYER_LISTS[seed % len(ALL_LAYER_LISTS)]
+        acct = account_array(book.qty, book.entry, book.collateral, stop, budget, rng.random(n))
+        out = simulate(prices, None, small_tiers(), [LAYER_CODES[x] for x in layers], 50.0,
+                       acct=acct, **kw)
+        check_identity(out[None, None, :], [f"seed {seed}"], fund_initial=[50.0])
