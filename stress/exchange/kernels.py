@@ -548,6 +548,21 @@ def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwor
 
 
 @njit(cache=True)
+def _winners(bside, mark, acct, who, iwork, st):
+    """The counterparties of a bankrupt ``bside`` position: opposite-side accounts in
+    profit at ``mark``, in account order, into ``who``; they become eligible to bear
+    the loss. Returns their count."""
+    m = 0
+    for i in range(acct.shape[0]):
+        q = acct[i, Q]
+        if q * bside < 0.0 and q * (mark - acct[i, E]) > 0.0:
+            who[m] = i
+            _eligible(i, iwork, st)
+            m += 1
+    return m
+
+
+@njit(cache=True)
 def _adl_queue(bside, mark, acct, params, queue, score, iwork, st):
     """Rank the counterparties of a bankrupt ``bside`` position into ``queue``.
 
@@ -558,26 +573,22 @@ def _adl_queue(bside, mark, acct, params, queue, score, iwork, st):
     """
     by_leverage = int(params[P_ADL_RANKING]) == ADL_LEVERAGE
     adl_basis = int(params[P_ADL_BASIS])
-    m = 0
-    for i in range(acct.shape[0]):
+    m = _winners(bside, mark, acct, queue, iwork, st)
+    for r in range(m):
+        i = queue[r]
         q = acct[i, Q]
-        if q * bside < 0.0:
-            upnl = q * (mark - acct[i, E])
-            if upnl > 0.0:
-                eq = acct[i, C] + upnl
-                base = acct[i, C] if adl_basis == 0 else abs(q) * acct[i, E]
-                queue[m] = i
-                _eligible(i, iwork, st)
-                # Negated so that an ascending stable sort puts the highest first and
-                # keeps account order among ties. A winner without margin (spent by an
-                # earlier ADL, or by funding) has infinite leverage.
-                if eq <= 0.0 or (not by_leverage and base <= 0.0):
-                    score[m] = -np.inf
-                elif by_leverage:
-                    score[m] = -(abs(q) * mark / eq)
-                else:
-                    score[m] = -(upnl / base) * (abs(q) * mark / eq)
-                m += 1
+        upnl = q * (mark - acct[i, E])
+        eq = acct[i, C] + upnl
+        base = acct[i, C] if adl_basis == 0 else abs(q) * acct[i, E]
+        # Negated so that an ascending stable sort puts the highest first and keeps
+        # account order among ties. A winner without margin (spent by an earlier ADL,
+        # or by funding) has infinite leverage.
+        if eq <= 0.0 or (not by_leverage and base <= 0.0):
+            score[r] = -np.inf
+        elif by_leverage:
+            score[r] = -(abs(q) * mark / eq)
+        else:
+            score[r] = -(upnl / base) * (abs(q) * mark / eq)
     perm = np.argsort(score[:m], kind="mergesort")
     ranked = queue[:m].copy()
     for r in range(m):
@@ -654,30 +665,29 @@ def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
     cap = fwork[F_CAP]
     take = fwork[F_TAKE]
     risk = int(params[P_ADL_RANKING]) == ADL_RISK_BASED
+    found = _winners(bside, mark, acct, who, iwork, st)
     m = 0
-    for i in range(acct.shape[0]):
+    for r in range(found):
+        i = who[r]
         q = acct[i, Q]
-        if q * bside < 0.0:
-            upnl = q * (mark - acct[i, E])
-            if upnl > 0.0:
-                _eligible(i, iwork, st)
-                eq = acct[i, C] + upnl
-                c = _adl_cap(i, bp, acct)
-                if risk and eq <= 0.0:
-                    # Infinite leverage: taken first, in account order.
-                    t = c if c < need_qty else need_qty
-                    if t > 0.0:
-                        need_qty -= t
-                        who[m] = i
-                        take[m] = t
-                        cap[m] = -1.0  # marks a settled account
-                        m += 1
-                    continue
+        upnl = q * (mark - acct[i, E])
+        eq = acct[i, C] + upnl
+        c = _adl_cap(i, bp, acct)
+        if risk and eq <= 0.0:
+            # Infinite leverage: taken first, in account order.
+            t = c if c < need_qty else need_qty
+            if t > 0.0:
+                need_qty -= t
                 who[m] = i
-                base[m] = abs(q) if risk else 0.0
-                slope[m] = eq / mark if risk else upnl
-                cap[m] = c
+                take[m] = t
+                cap[m] = -1.0  # marks a settled account
                 m += 1
+            continue
+        who[m] = i
+        base[m] = abs(q) if risk else 0.0
+        slope[m] = eq / mark if risk else upnl
+        cap[m] = c
+        m += 1
     # Water-fill the accounts not settled above (packed to the front of the scratch).
     k = 0
     for j in range(m):
