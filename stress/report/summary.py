@@ -15,15 +15,24 @@ COLUMNS = (
     ("mean socialised loss", "quote"),
     ("mean platform loss", "quote"),
     ("mean residual", "quote"),
+    ("fund for P(ruin) ≤ 0.1%", "quote"),
+    ("mean accounts hit", "count"),
+    ("mean loss Gini", "1"),
 )
 
 
 def summarise(ds: xr.Dataset) -> dict[str, dict[str, float]]:
     """Per policy: mean, 99% and 99.9% quantile of shortfall, depletion probability,
-    and the mean loss borne by each layer. Quantiles are numpy's default (linear)."""
+    the mean loss borne by each layer, the fund that runs dry on at most 0.1% of
+    paths (:func:`stress.analysis.required_fund`; NaN without a fund layer), and
+    who bore the loss: accounts hit and the Gini coefficient of their losses.
+    Shortfall quantiles are numpy's default (linear)."""
+    from stress.analysis import required_fund
+    need = required_fund(ds, 1e-3).estimate
     out = {}
     for pol in ds.policy.values:
         d = ds.sel(policy=pol)
+        gini = d.loss_gini.values[~np.isnan(d.loss_gini.values)]
         sf = np.asarray(d.shortfall.values, dtype=float)
         out[str(pol)] = {
             "mean shortfall": float(sf.mean()),
@@ -35,6 +44,9 @@ def summarise(ds: xr.Dataset) -> dict[str, dict[str, float]]:
             "mean socialised loss": float(d.socialised_loss.mean()),
             "mean platform loss": float(d.platform_loss.mean()),
             "mean residual": float(d.residual.mean()),
+            "fund for P(ruin) ≤ 0.1%": float(need.sel(policy=pol)),
+            "mean accounts hit": float(d.n_accounts_hit.mean()),
+            "mean loss Gini": float(gini.mean()) if gini.size else np.nan,
         }
     return out
 
@@ -49,7 +61,8 @@ def summary_table(ds: xr.Dataset):
     for pol in stats:
         table.add_column(pol, justify="right")
     for name, unit in COLUMNS:
-        cells = [f"{row[name]:.4f}" if unit == "1" else f"{row[name]:,.0f}"
+        cells = ["n/a" if np.isnan(row[name]) else
+                 f"{row[name]:.4f}" if unit == "1" else f"{row[name]:,.0f}"
                  for row in stats.values()]
         table.add_row(name, *cells)
     return table
