@@ -582,13 +582,14 @@ class ReferenceEngine:
 
 
 def gini(values) -> float:
-    """Gini coefficient (mean absolute difference over twice the mean); NaN for an
-    empty or all-zero sample."""
+    """Gini coefficient: the mean absolute difference over twice the mean,
+    ``Σ_i Σ_j |x_i − x_j| / (2 n Σ x)``, computed on the sorted sample as
+    ``Σ_i (2i − n − 1) x_(i) / (n Σ x)``; NaN for an empty or all-zero sample."""
     x = sorted(values)
     n, total = len(x), sum(x)
     if n == 0 or total <= 0:
         return math.nan
-    return sum(abs(a - b) for a in x for b in x) / (2.0 * n * total)
+    return sum((2 * i - n - 1) * v for i, v in enumerate(x, start=1)) / (n * total)
 
 
 class VectorisedEngine(ReferenceEngine):

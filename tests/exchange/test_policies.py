@@ -296,6 +296,10 @@ def test_gini_reference():
     assert gini([1.0, 1.0, 1.0]) == 0.0
     assert gini([0.0, 0.0, 3.0]) == pytest.approx(2 / 3)
     assert math.isnan(gini([])) and math.isnan(gini([0.0, 0.0]))
+    # Against the definition, the mean absolute difference over twice the mean.
+    x = np.random.default_rng(1).pareto(1.5, 200)
+    mad = np.abs(x[:, None] - x[None, :]).mean()
+    assert gini(list(x)) == pytest.approx(mad / (2 * x.mean()), rel=1e-12)
 
 
 # --------------------------------------------------------- kernel == reference
