@@ -1323,7 +1323,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     q = acct[i, Q]
                 e = acct[i, E]
                 c = acct[i, C]
-                _snap(i, acct, fwork, iwork, st)
+                if social:
+                    _snap(i, acct, fwork, iwork, st)
                 out[MARKET_PNL] += q * (x - e)
                 cash = c + q * (x - e)  # the account's cash after the fill
                 if act[j] == ACT_STOP:
