@@ -101,7 +101,6 @@ LAYER_ADL = 1
 LAYER_SOCIALISED = 2
 LAYER_PLATFORM = 3
 
-ADL_SCORE = ADL_RANKINGS["score"]
 ADL_PRO_RATA = ADL_RANKINGS["pro_rata"]
 ADL_LEVERAGE = ADL_RANKINGS["leverage"]
 ADL_RISK_BASED = ADL_RANKINGS["risk_based"]
@@ -666,7 +665,8 @@ def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
     take = fwork[F_TAKE]
     risk = int(params[P_ADL_RANKING]) == ADL_RISK_BASED
     found = _winners(bside, mark, acct, who, iwork, st)
-    m = 0
+    covered = 0.0
+    m = 0  # the winners to water-fill, in account order (a prefix of ``who``)
     for r in range(found):
         i = who[r]
         q = acct[i, Q]
@@ -674,40 +674,24 @@ def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
         eq = acct[i, C] + upnl
         c = _adl_cap(i, bp, acct)
         if risk and eq <= 0.0:
-            # Infinite leverage: taken first, in account order.
+            # Infinite leverage: closed first, as far as it goes.
             t = c if c < need_qty else need_qty
             if t > 0.0:
                 need_qty -= t
-                who[m] = i
-                take[m] = t
-                cap[m] = -1.0  # marks a settled account
-                m += 1
+                covered += _adl_close(i, t, bp, x, mark, acct, tt, params, touched, out,
+                                      fwork, iwork, st)
             continue
         who[m] = i
         base[m] = abs(q) if risk else 0.0
         slope[m] = eq / mark if risk else upnl
         cap[m] = c
         m += 1
-    # Water-fill the accounts not settled above (packed to the front of the scratch).
-    k = 0
-    for j in range(m):
-        if cap[j] >= 0.0:
-            who[k], who[j] = who[j], who[k]
-            take[k], take[j] = take[j], take[k]
-            base[k], base[j] = base[j], base[k]
-            slope[k], slope[j] = slope[j], slope[k]
-            cap[k], cap[j] = cap[j], cap[k]
-            k += 1
     room = 0.0
-    for j in range(k):
+    for j in range(m):
         room += cap[j]
     met = room >= need_qty
-    _waterfill(base, slope, cap, k, need_qty, take)
-    # Apply in account order so that the arithmetic is the reference's.
-    order = np.argsort(who[:m], kind="mergesort")
-    covered = 0.0
-    for r in range(m):
-        j = order[r]
+    _waterfill(base, slope, cap, m, need_qty, take)
+    for j in range(m):
         if take[j] > 0.0:
             covered += _adl_close(who[j], take[j], bp, x, mark, acct, tt, params, touched,
                                   out, fwork, iwork, st)
@@ -1391,19 +1375,17 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             charged = _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st)
             out[SOCIALISED_LOSS] += charged
             left = (pot - charged) / pot
-            if left > 0.0:
-                # What the haircut could not cover continues down each waterfall, with
-                # the ADL queues ranked at this mark.
+            if charged > 0.0 or left > 0.0:
+                # Haircuts changed the scores, and what they could not cover continues
+                # down each waterfall: the ADL queues are ranked again at this mark.
                 qstate[0] = -1
                 qstate[2] = -1
+            if left > 0.0:
                 for p in range(n_pend):
                     _waterfall(pend_next[p], pend_rem[p] * left, t, layers, pend_side[p],
                                pend_bp[p], pend_x[p], mark, acct, tt, params, queues, score,
                                qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp,
                                pend_x, n_pend, fwork, iwork, st)
-            elif charged > 0.0:
-                qstate[0] = -1  # haircuts changed the scores: rank again if needed
-                qstate[2] = -1
             n_pend = 0
             n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
         if social and boundary:
