@@ -431,16 +431,9 @@ def var(ds: xr.Dataset, q: float = 0.99, *, variable: str = "shortfall", ci: flo
         quantile is the ``inverted_cdf`` rule: the ``ceil(q n)``-th smallest of
         the ``n`` path values (``numpy.quantile(..., method="inverted_cdf")``).
     """
-    q = _check_level("q", q)
-    ci = _check_level("ci", ci)
-    n_boot = _check_n_boot(n_boot)
-    da = _pull(ds, variable)
-    x = _rows(da)
-    est, low, high = _estimate_and_ci(x, _Quantile(q, x.shape[1]), ci, n_boot, seed)
-    attrs = _boot_attrs("bootstrap", ci, n_boot, seed, statistic="value at risk", q=q,
-                        variable=variable, quantile_rule=QUANTILE_RULE)
-    return _dataset(da, est, low, high, units=ds[variable].attrs.get("units", ""),
-                    long_name=f"{q:g}-quantile of {variable} over paths", attrs=attrs)
+    return _tail_statistic(ds, q, variable, ci, n_boot, seed, _Quantile,
+                           "{q:g}-quantile of {variable} over paths",
+                           statistic="value at risk", quantile_rule=QUANTILE_RULE)
 
 
 def expected_shortfall(ds: xr.Dataset, q: float = 0.99, *, variable: str = "shortfall",
@@ -473,17 +466,26 @@ def expected_shortfall(ds: xr.Dataset, q: float = 0.99, *, variable: str = "shor
     it is the mean of the worst ``w`` paths; when ``w < 1`` it is the worst
     path. It is never below :func:`var` at the same ``q``.
     """
+    return _tail_statistic(ds, q, variable, ci, n_boot, seed, _TailMean,
+                           "mean of {variable} in the worst {tail:g} of paths",
+                           statistic="expected shortfall",
+                           tail_rule="mean of the worst (1-q)·n paths, fractional path "
+                                     "weighted")
+
+
+def _tail_statistic(ds, q, variable, ci, n_boot, seed, kind, long_name, **rule):
+    """A tail statistic ``kind(q, n)`` of ``variable`` over paths with its percentile
+    bootstrap interval (:func:`var`, :func:`expected_shortfall`); ``long_name`` is a
+    template of ``q``, ``tail`` (1 − q) and ``variable``."""
     q = _check_level("q", q)
     ci = _check_level("ci", ci)
     n_boot = _check_n_boot(n_boot)
     da = _pull(ds, variable)
     x = _rows(da)
-    est, low, high = _estimate_and_ci(x, _TailMean(q, x.shape[1]), ci, n_boot, seed)
-    attrs = _boot_attrs("bootstrap", ci, n_boot, seed, statistic="expected shortfall", q=q,
-                        variable=variable, tail_rule="mean of the worst (1-q)·n paths, "
-                                                     "fractional path weighted")
+    est, low, high = _estimate_and_ci(x, kind(q, x.shape[1]), ci, n_boot, seed)
+    attrs = _boot_attrs("bootstrap", ci, n_boot, seed, q=q, variable=variable, **rule)
     return _dataset(da, est, low, high, units=ds[variable].attrs.get("units", ""),
-                    long_name=f"mean of {variable} in the worst {1 - q:g} of paths",
+                    long_name=long_name.format(q=q, tail=1 - q, variable=variable),
                     attrs=attrs)
 
 

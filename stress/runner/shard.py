@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from stress import __version__
+from stress.config import fund_record_steps, settlement_steps
 from stress.errors import ConservationError, StressError
 from stress.exchange.contracts import kernel_accounts, kernel_market
 from stress.exchange.kernels import (U, make_params, prepare_book, simulate_path, tier_array,
@@ -19,7 +20,6 @@ from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
 from stress.runner.seeding import path_rng
-from stress.config import fund_record_steps, settlement_steps
 from stress.runner.variables import (ADL_BASIS_CODES, ADL_RANKINGS, BEARERS, FUNDING_MODES,
                                      INDEX, LIQUIDATION_STYLES, N_METRICS, P, PATH_METRICS)
 
