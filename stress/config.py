@@ -644,25 +644,25 @@ def _check_options(j: int, kind: str, keys: list) -> None:
             raise ConfigError(f"{j}.{key}", f"unknown option of the {kind} layer, {expected}")
 
 
+def _known_layer(key: str, name: Any) -> None:
+    if name not in LAYERS:
+        raise ConfigError(key, f"unknown layer, expected one of {', '.join(LAYERS)}", name)
+
+
 def _normalise_layer(j: int, item: Any) -> Any:
     """One ``layers`` item as a ``{kind: ..., options...}`` mapping (models pass through)."""
-    valid = ", ".join(LAYERS)
     if isinstance(item, BaseModel):
         return item
     if isinstance(item, str):
-        if item not in LAYERS:
-            raise ConfigError(str(j), f"unknown layer, expected one of {valid}", item)
+        _known_layer(str(j), item)
         return {"kind": item}
     if isinstance(item, dict) and "kind" in item:
-        if item["kind"] not in LAYERS:
-            raise ConfigError(f"{j}.kind", f"unknown layer, expected one of {valid}",
-                              item["kind"])
+        _known_layer(f"{j}.kind", item["kind"])
         _check_options(j, item["kind"], [k for k in item if k != "kind"])
         return item
     if isinstance(item, dict) and len(item) == 1:
         (name, options), = item.items()
-        if name not in LAYERS:
-            raise ConfigError(str(j), f"unknown layer, expected one of {valid}", name)
+        _known_layer(str(j), name)
         if options is None:
             options = {}
         if not isinstance(options, dict):
@@ -675,8 +675,8 @@ def _normalise_layer(j: int, item: Any) -> Any:
     if isinstance(item, dict):
         raise ConfigError(str(j), "a layer with options is a one-key mapping "
                                   "{name: {option: value}}", item)
-    raise ConfigError(str(j), f"must be a layer name ({valid}) or a one-key mapping "
-                              f"{{name: {{option: value}}}}", item)
+    raise ConfigError(str(j), f"must be a layer name ({', '.join(LAYERS)}) or a one-key "
+                              f"mapping {{name: {{option: value}}}}", item)
 
 
 class PolicyConfig(Strict):
