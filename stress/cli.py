@@ -89,6 +89,14 @@ def run(
                                        help="Output folder (default: results/<run.name>)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Do not show a progress bar."),
     scenario: Optional[str] = typer.Option(None, "--scenario", help=SCENARIO_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Keep the finished shards of an "
+                                                        "interrupted run of the same config."),
+    backend: str = typer.Option("joblib", "--backend", help="joblib (local processes) or dask."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Dask scheduler address, tcp://HOST:PORT."),
+    cluster: Optional[str] = typer.Option(
+        None, "--cluster", help="Dask cluster to start: local, or slurm / pbs (the config's "
+                                "cluster: block)."),
 ) -> None:
     """Run a stress test, write results/<name>/results.nc and print a summary."""
     import time
@@ -106,6 +114,7 @@ def run(
         _fail(str(e))
     t0 = time.perf_counter()
     show = not no_progress and sys.stderr.isatty()
+    where = dict(backend=backend, scheduler=scheduler, cluster=cluster, resume=resume)
     try:
         if show:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
@@ -116,9 +125,9 @@ def run(
                           transient=True) as bar:
                 task = bar.add_task(cfg.run.name, total=cfg.run.paths)
                 ds, run_dir = execute(cfg, workers=workers, out=out,
-                                      on_shard=lambda n: bar.advance(task, n))
+                                      on_shard=lambda n: bar.advance(task, n), **where)
         else:
-            ds, run_dir = execute(cfg, workers=workers, out=out)
+            ds, run_dir = execute(cfg, workers=workers, out=out, **where)
     except StressError as e:
         _fail(str(e))
     elapsed = time.perf_counter() - t0
@@ -432,6 +441,11 @@ def compare(
     except OSError as e:
         _fail(f"{out}: cannot write: {e.strerror or e}")
     console.print(f"wrote {out}", highlight=False, markup=False)
+
+
+from stress.runner.sweep_cli import sweep  # noqa: E402  (a command of its own module)
+
+app.command()(sweep)
 
 
 def main() -> None:  # console-script entry point

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +11,7 @@ import xarray as xr
 
 from stress.config import Config, RunConfig, load_config
 from stress.errors import ConfigError, StressError
+from stress.runner.backends import open_backend
 from stress.runner.prepare import Prepared, prepare
 from stress.runner.store import (RESULTS_FILE, SHARDS_DIR, combine, shard_name,
                                  write_atomic)
@@ -23,13 +23,6 @@ def plan(paths: int, shard_size: int) -> list[tuple[int, int, int]]:
     """Shards as ``(index, start, stop)``; path ``i`` always lands in shard ``i // shard_size``."""
     return [(k, s, min(s + shard_size, paths))
             for k, s in enumerate(range(0, paths, shard_size))]
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _shard_task(prep: Prepared, index: int, start: int, stop: int, shard_dir: str) -> int:
@@ -66,20 +59,23 @@ def resolve_config(config: str | Path | Config, overrides: dict[str, Any],
 
 
 def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None = None,
-            on_shard: Callable[[int], None] | None = None) -> tuple[xr.Dataset, Path]:
+            on_shard: Callable[[int], None] | None = None, backend: str = "joblib",
+            scheduler: str | None = None, cluster: str | None = None,
+            resume: bool = False) -> tuple[xr.Dataset, Path]:
     """Run a validated config; returns the combined Dataset and the run folder.
 
     Everything that can be wrong with the input is checked before the first
-    file is written.
+    file is written. ``backend`` is ``joblib`` (local processes) or ``dask``
+    (``scheduler``: a scheduler address; ``cluster``: ``local`` or the
+    config's ``cluster:`` block); ``resume`` keeps the finished shards of an
+    interrupted run of the same config.
     """
     prep = prepare(cfg)
     run_dir = Path(out) if out is not None else Path("results") / cfg.run.name
     shard_dir = run_dir / SHARDS_DIR
     shards = plan(cfg.run.paths, cfg.run.shard_size)
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise ConfigError("--workers", "must be >= 1", workers)
-    workers = min(workers, len(shards))
+    if resume:
+        raise ConfigError("--resume", "not available yet", resume)
 
     # A previous run's shards in this folder would mix with ours.
     try:
@@ -91,18 +87,12 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
         raise StressError(f"{run_dir}: cannot write results there: {e.strerror}") from None
 
     _warm_up()
-    tasks = [(prep, k, s, e, str(shard_dir)) for k, s, e in shards]
-    if workers == 1:
-        for t in tasks:
-            n = _shard_task(*t)
+    tasks = [(k, s, e, str(shard_dir)) for k, s, e in shards]
+    with open_backend(backend, workers, scheduler=scheduler, cluster=cluster,
+                      n_tasks=len(tasks)) as pool:
+        for n in pool.map(_shard_task, prep, tasks):
             if on_shard:
                 on_shard(n)
-    else:
-        from joblib import Parallel, delayed
-        with Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered") as par:
-            for n in par(delayed(_shard_task)(*t) for t in tasks):
-                if on_shard:
-                    on_shard(n)
     ds = combine([shard_dir / shard_name(k) for k, _, _ in shards])
     write_atomic(ds, run_dir / RESULTS_FILE)
     return ds, run_dir
