@@ -373,6 +373,12 @@ class ExchangeConfig(Strict):
         description="`linear` (quote-margined: PnL and collateral in quote) or `inverse` "
                     "(coin-margined, as BitMEX and the coin-margined books: qty is USD face "
                     "value, PnL and collateral in coin; shortfalls reported in coin and quote).")
+    max_leverage: float | None = Field(
+        default=None, ge=1,
+        description="Venue-wide leverage cap (entry notional / collateral), below the tier "
+                    "table's: an account that would use more (a synthetic draw or a CSV row) "
+                    "opens the same position at the cap, with more collateral. Default: the "
+                    "tier table's caps only.")
     margin_mode: Literal["isolated", "cross"] = Field(
         default="isolated",
         description="Default margin mode: `isolated` (the position's collateral alone backs it) "
@@ -421,6 +427,8 @@ class ExchangeConfig(Strict):
                     "price, minutes; 0 = the mark is the index.")
     funding: "FundingConfig" = Field(default_factory=lambda: FundingConfig(),
                                      description="Funding payments between longs and shorts.")
+
+    _fin = field_validator("max_leverage")(_finite)
 
     @field_validator("margin_alerts")
     @classmethod

@@ -130,7 +130,7 @@ def synthetic_book(cfg, tiers: TierTable, s0: float, rng: np.random.Generator,
     """Draw a synthetic book (see :class:`stress.config.SyntheticPopulation`).
 
     Leverage is capped at the maximum the tier of the position's notional
-    allows (the exchange would refuse more). An account whose draw would be
+    allows (the exchange would refuse more) and at ``exchange.max_leverage``. An account whose draw would be
     liquidatable at the start price does not exist on a live book; its entry
     move is mirrored (``entry → s0²/entry``) so that it starts in profit.
 
@@ -169,9 +169,12 @@ def synthetic_book(cfg, tiers: TierTable, s0: float, rng: np.random.Generator,
     has_stop = rng.random(n) < cfg.stop_loss.adoption if cfg.stop_loss.adoption > 0 else None
     has_topup = rng.random(n) < cfg.top_up.adoption if cfg.top_up.adoption > 0 else None
 
+    venue_cap = np.inf if exchange.max_leverage is None else exchange.max_leverage
+
     def positions(entry, leverage):
         if inverse:
             leverage = np.minimum(leverage, tiers.max_leverage_array(notional / entry))
+            leverage = np.minimum(leverage, venue_cap)
             return side * notional, notional / entry / leverage, leverage
         return side * notional / entry, notional / leverage, leverage
 
@@ -180,7 +183,8 @@ def synthetic_book(cfg, tiers: TierTable, s0: float, rng: np.random.Generator,
         return Book(qty, entry, collateral, leverage, cfg.free_balance * collateral, cross)
 
     if not inverse:
-        leverage = np.minimum(leverage, tiers.max_leverage_array(notional))
+        leverage = np.minimum(np.minimum(leverage, tiers.max_leverage_array(notional)),
+                               venue_cap)
     book = book_of(entry, leverage)
     bad = breached_at(book, s0, tiers, exchange)
     if bad.any():
@@ -209,7 +213,9 @@ def csv_book(cfg, tiers: TierTable, key: str = "population.path",
     Columns ``account_id, qty, entry_price, collateral`` and optional ``leverage,
     margin_mode`` (isolated | cross; empty = ``exchange.margin_mode``),
     ``wallet_balance`` (≥ collateral; empty = collateral), ``stop_price`` (> 0;
-    empty = none) and ``topup_budget`` (≥ 0; empty = 0). Every error names the
+    empty = none) and ``topup_budget`` (≥ 0; empty = 0). A row above
+    ``exchange.max_leverage`` is opened at the cap: its collateral is raised to
+    notional / cap (the wallet's free balance is unchanged). Every error names the
     row and the column. Inverse contracts: ``qty`` is the USD face value and
     leverage and caps are checked on the coin notional ``|qty|/entry_price``.
     """
@@ -268,6 +274,13 @@ def csv_book(cfg, tiers: TierTable, key: str = "population.path",
     wallet_a = np.asarray(wallet, dtype=np.float64)
     free = np.where(np.isnan(wallet_a), 0.0, wallet_a - coll_a)
     budget_a = np.asarray(budget, dtype=np.float64)
+    if exchange.max_leverage is not None:
+        # The venue's cap: the same position, with the collateral the cap asks for.
+        cap = exchange.max_leverage
+        need = notional_at(qty_a, entry_a, inverse) / cap
+        over = lev_a > cap
+        coll_a = np.where(over, np.maximum(coll_a, need), coll_a)
+        lev_a = np.minimum(lev_a, cap)
     return Book(qty_a, entry_a, coll_a, lev_a, free,
                 np.asarray([m == "cross" for m in modes], dtype=bool),
                 np.asarray(stop, dtype=np.float64), np.where(np.isnan(budget_a), 0.0, budget_a))

@@ -400,3 +400,33 @@ def test_liquidation_levels_follow_the_exchange_rules():
     inv = Book.from_arrays([-30_000.0], [30_000.0], [0.04])
     lp = liquidation_prices(inv, t, ExchangeConfig(contract="inverse"))
     assert lp[0] == pytest.approx(31_093.75, rel=1e-12)
+
+
+def test_venue_leverage_cap_keeps_the_notional_and_adds_collateral(binance_tiers):
+    cfg = SyntheticPopulation(kind="synthetic", accounts=20_000)
+    free = synthetic_book(cfg, binance_tiers, 1e5, population_rng(3))
+    capped = synthetic_book(cfg, binance_tiers, 1e5, population_rng(3),
+                            exchange=ExchangeConfig(max_leverage=10))
+    assert capped.leverage.max() == 10 and free.leverage.max() == 100
+    np.testing.assert_array_equal(capped.leverage, np.minimum(free.leverage, 10))
+    # The same positions (the notional draw; the sign), with notional / 10 collateral
+    # where the draw was above the cap.
+    np.testing.assert_allclose(capped.notional, free.notional, rtol=1e-12)
+    np.testing.assert_array_equal(np.sign(capped.qty), np.sign(free.qty))
+    np.testing.assert_allclose(capped.collateral, capped.notional / capped.leverage, rtol=1e-12)
+    assert not breached_at(capped, 1e5, binance_tiers).any()
+
+
+def test_venue_leverage_cap_on_a_csv_book(tmp_path, binance_tiers):
+    cfg = _csv(tmp_path, "account_id,qty,entry_price,collateral\n"
+                         "a,0.5,60000,1500\nb,-1.5,60000,9000\n")
+    book = csv_book(cfg, binance_tiers, exchange=ExchangeConfig(max_leverage=12.5))
+    # a: 30,000 notional at 20x -> 12.5x, collateral 2,400; b: 10x stays.
+    np.testing.assert_allclose(book.collateral, [2400, 9000])
+    np.testing.assert_allclose(book.leverage, [12.5, 10])
+    np.testing.assert_array_equal(book.qty, [0.5, -1.5])
+
+
+def test_venue_leverage_cap_must_be_at_least_one():
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        ExchangeConfig(max_leverage=0.5)
