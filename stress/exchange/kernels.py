@@ -95,6 +95,7 @@ P_FUND_CAP = P["fund_cap"]
 P_ADL_RANKING = P["adl_ranking"]
 P_SETTLE_EVERY = P["settle_every"]
 P_RECORD_EVERY = P["record_every"]
+P_DETECT = P["detect"]
 
 LAYER_FUND = 0
 LAYER_ADL = 1
@@ -384,7 +385,9 @@ S_PERIOD = 4  # index of the socialised settlement period; -1 = no socialised la
 S_PMARK = 5  # mark at the start of the period
 S_NELIG = 6  # number of accounts in the eligible list
 S_ELIG_PROFIT = 7  # eligible profit summed over the settlements that charged a loss
-N_STATE = 8
+S_NDIRTY = 8  # accounts changed on the path (the journal's length)
+S_RESORTED = 9  # 1 if the book was re-sorted on the path (its orders changed)
+N_STATE = 10
 
 # Per-account rows of ``fwork`` (zero on entry and on exit, except the scratch rows).
 F_LOSS = 11  # loss borne on the path (ADL cost and haircuts)
@@ -395,13 +398,35 @@ F_BASE = 15  # water-filling scratch: base, slope, cap, take (per eligible accou
 F_SLOPE = 16
 F_CAP = 17
 F_TAKE = 18
-N_FWORK = 19
+F_C0 = 19  # the account's cash before its first change on the path
+N_FWORK = 20
 # Rows of ``iwork`` beyond the walks' scratch.
 I_ELIG = 6  # eligible accounts (the list)
 I_FLAG = 7  # 1 if the account is in the list
-I_PID = 8  # period of the account's F_EQP snapshot
+I_PID = 8  # period of the account's F_EQP snapshot (-1 on entry)
 I_WHO = 9  # water-filling scratch: the eligible accounts of one ADL
-N_IWORK = 10
+I_DIRTY = 10  # the journal: accounts changed on the path, in order of first change
+I_DFLAG = 11  # 1 if the account is in the journal
+N_IWORK = 12
+
+# Detection of the accounts with something to do at a mark (``params["detect"]``).
+DETECT_SORTED = 0  # walk the sorted book from its heads (the fast kernel)
+DETECT_SCAN = 1  # compare every open account's threshold with the mark
+DETECT_NAIVE = 2  # run the exact tests on every open account
+
+
+@njit(cache=True, inline="always")
+def _touch(i, acct, fwork, iwork, st):
+    """Before account ``i`` changes: journal it on its first change of the path
+    (with its cash then, for :func:`restore_book` and the traders' balance) and
+    take the settlement-period snapshot (:func:`_snap`)."""
+    if iwork[I_DFLAG, i] == 0:
+        iwork[I_DFLAG, i] = 1
+        k = int(st[S_NDIRTY])
+        iwork[I_DIRTY, k] = i
+        st[S_NDIRTY] = k + 1
+        fwork[F_C0, i] = acct[i, C]
+    _snap(i, acct, fwork, iwork, st)
 
 
 @njit(cache=True, inline="always")
@@ -525,7 +550,7 @@ def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwor
     q = acct[i, Q]
     e = acct[i, E]
     s = 1.0 if q > 0.0 else -1.0
-    _snap(i, acct, fwork, iwork, st)
+    _touch(i, acct, fwork, iwork, st)
     if fwork[F_ADLL, i] == 0.0:
         fwork[F_EQH, i] = acct[i, C] + q * (mark - e)
     realised = s * take * (bp - e)
@@ -765,6 +790,7 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
         if p > 0.0:
             charge = p if everything else pot * (p / total)
             _eligible(i, iwork, st)
+            _touch(i, acct, fwork, iwork, st)
             acct[i, C] -= charge
             fwork[F_LOSS, i] += charge
             if acct[i, Q] != 0.0:
@@ -831,7 +857,7 @@ def _candidate(a, mark, acct, tt, params, cand, act, m):
 
 
 @njit(cache=True)
-def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
+def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
             is_loose, loose, n_loose, cand, act):
     """Accounts with something to do at ``mark`` into ``cand`` (actions in ``act``), in
     account order; returns their count.
@@ -839,8 +865,23 @@ def _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl
     Walk each sorted side from its head while the sort-time threshold is crossed,
     then check the loose accounts; :func:`action` confirms each. (The two walks
     are written out: a shared walk with a side argument cost 8 % of a default run.)
+    ``detect`` :data:`DETECT_SCAN` compares every open account's threshold with the
+    mark instead, :data:`DETECT_NAIVE` runs :func:`action` on every open account:
+    the same candidates, at O(n) per mark.
     """
     m = 0
+    if detect != DETECT_SORTED:
+        for a in range(acct.shape[0]):
+            q = acct[a, Q]
+            if q == 0.0:
+                continue
+            if detect == DETECT_NAIVE:
+                m = _candidate(a, mark, acct, tt, params, cand, act, m)
+            else:
+                thr = acct[a, THR]
+                if (q > 0.0 and mark <= thr) or (q < 0.0 and mark >= thr):
+                    m = _candidate(a, mark, acct, tt, params, cand, act, m)
+        return m
     i = lhead
     while i < nl:
         if lkey[i] < mark:
@@ -897,8 +938,9 @@ def _loosen(acct, touched, is_loose, loose, n_loose):
 
 
 @njit(cache=True)
-def _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose):
+def _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose, st):
     """Re-sort the open book on the current thresholds; no account is loose after."""
+    st[S_RESORTED] = 1.0
     nl, ns = sort_book(acct, lorder, sorder, lkey, skey)
     for j in range(n_loose):
         is_loose[loose[j]] = False
@@ -915,6 +957,7 @@ def _alert(i, mark, acct, tt, params, out, fwork, iwork, st):
     back to ``topup_target`` (default half the deepest level crossed), at most its
     budget, and its alerts re-arm at the levels above the new ratio.
     """
+    _touch(i, acct, fwork, iwork, st)
     q = acct[i, Q]
     e = acct[i, E]
     req = requirement(q, e, mark, tt, params[P_REQ_FEE], params[P_MM_ENTRY] != 0.0)
@@ -940,7 +983,6 @@ def _alert(i, mark, acct, tt, params, out, fwork, iwork, st):
             if add > acct[i, BUDGET]:
                 add = acct[i, BUDGET]
             if add > 0.0:
-                _snap(i, acct, fwork, iwork, st)
                 acct[i, C] += add
                 fwork[F_EQP, i] += add  # a deposit is not profit of the period
                 acct[i, BUDGET] -= add
@@ -997,7 +1039,7 @@ def _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
         if acct[i, C] + q * (x - e) - fee <= 0.0:
             return False  # under water at the fill: a full close
         s = 1.0 if q > 0.0 else -1.0
-        _snap(i, acct, fwork, iwork, st)
+        _touch(i, acct, fwork, iwork, st)
         acct[i, C] += s * dq * (x - e) - fee
         acct[i, Q] = q - s * dq
         out[MARKET_PNL] += s * dq * (x - e)
@@ -1071,7 +1113,7 @@ def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
         if q == 0.0:
             continue
         n = abs(q) * mark
-        _snap(i, acct, fwork, iwork, st)
+        _touch(i, acct, fwork, iwork, st)
         if (q > 0.0) == (f > 0.0):
             acct[i, C] -= abs(f) * n
         else:
@@ -1081,8 +1123,8 @@ def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
 
 
 def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
-                         sorder, n_long, n_short, tt, layers, params, out, traj, fwork, iwork,
-                         touched, is_loose):
+                         sorder, lkey, skey, n_long, n_short, tt, layers, params, out, traj,
+                         fwork, iwork, touched, is_loose, st):
     """Step one book through one price path under one loss policy.
 
     Parameters
@@ -1095,11 +1137,12 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         (:func:`stress.market.liquidity.path_liquidity`).
     acct : float64[n, N_ACCT]
         The accounts (columns ``Q, E, C, THR, STOP, BUDGET, ALERT, U, NTOP``),
-        updated in place: pass a copy. ``THR`` from :func:`prepare_book`.
-        ``C`` is the account's cash: a closed account keeps what is left to it.
-    lorder, sorder, n_long, n_short
-        The book's sorted orders from :func:`prepare_book` (updated in place:
-        pass copies).
+        updated in place (the rows changed are journalled: see below). ``THR``
+        from :func:`prepare_book`. ``C`` is the account's cash: a closed account
+        keeps what is left to it.
+    lorder, sorder, lkey, skey, n_long, n_short
+        The book's sorted orders and their sort-time thresholds, from
+        :func:`prepare_book` (re-sorted in place when many thresholds moved).
     tt : float64[4, tiers]
         Tier table rows floor, cap (``cap[-1]`` = +inf), mmr, maintenance amount.
     layers : int64[k]
@@ -1111,9 +1154,12 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     traj : float64[k]
         The fund every ``record_every`` steps from step 0 (filled while it fits;
         empty when not recorded).
-    fwork, iwork, touched, is_loose
+    fwork, iwork, touched, is_loose, st
         Scratch arrays from :func:`workspace` (reused across calls, so that a
-        path allocates nothing).
+        path allocates nothing). On return, ``iwork[I_DIRTY, :st[S_NDIRTY]]``
+        lists every account changed and ``st[S_RESORTED]`` tells whether the
+        orders were re-sorted; :func:`restore_book` puts the book back as it was
+        in O(changed accounts), so a path costs nothing per untouched account.
 
     Each step: the mark's displacement by earlier forced orders decays, funding
     is paid at its interval, then rounds run at the mark. A round's candidates
@@ -1134,6 +1180,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
 
     Cost: O(steps + events). Accounts whose threshold moves are checked on
     their own each step; when more than max(64, n/64) are, the book is re-sorted.
+    With ``params["detect"]`` = :data:`DETECT_SCAN` or :data:`DETECT_NAIVE` every
+    open account is checked at every mark instead (O(steps × n): the baselines
+    of the benchmark; the results are the same).
     """
     n = acct.shape[0]
     slippage = params[P_SLIPPAGE]
@@ -1156,11 +1205,13 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     record_every = int(params[P_RECORD_EVERY])
     last = index.shape[0] - 1
 
+    detect = int(params[P_DETECT])
     for k in range(out.shape[0]):
         out[k] = 0.0
     out[TIME_TO_DEPLETION] = np.nan
     out[HAIRCUT_RATE_MAX] = np.nan
-    st = np.zeros(N_STATE)
+    for k in range(N_STATE):
+        st[k] = 0.0
     st[S_FUND] = params[P_FUND_INITIAL]
     out[FUND_MIN] = st[S_FUND]
     has_fund = False
@@ -1172,23 +1223,17 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             social = True
     st[S_PERIOD] = 0.0 if social else -1.0
     st[S_PMARK] = mark0[0]
-    if social:
-        pid = iwork[I_PID]
-        for j in range(n):
-            pid[j] = -1
     if record_every > 0 and traj.shape[0] > 0:
         traj[0] = st[S_FUND]
-    cash0 = _cash(acct)
 
     nl = n_long
     ns = n_short
     lhead = 0
     shead = 0
-    # Sort-time thresholds: the walks stop on these, so an account whose threshold
-    # moved later cannot stop a walk early; such accounts are "loose" and checked
-    # on their own each step until the next re-sort.
-    lkey = fwork[0, :n]
-    skey = fwork[1, :n]
+    # The walks stop on the sort-time thresholds (lkey, skey), so an account whose
+    # threshold moved later cannot stop a walk early; such accounts are "loose" and
+    # checked on their own each step until the next re-sort. No account is loose
+    # on entry, and none is left loose on return.
     liq_short = fwork[2, :n]
     liq_bp = fwork[3, :n]
     liq_x = fwork[4, :n]
@@ -1203,12 +1248,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     act = iwork[2, :n]
     pend_next = iwork[3, :n]
     queues = iwork[4:6, :n]
-    for j in range(nl):
-        lkey[j] = acct[lorder[j], THR]
-    for j in range(ns):
-        skey[j] = acct[sorder[j], THR]
-    for j in range(n):
-        is_loose[j] = False
     for j in range(1, touched[0] + 1):
         touched[1 + n + touched[j]] = 0
     touched[0] = 0
@@ -1241,13 +1280,14 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             premium_sum = 0.0
             premium_n = 0
             if n_loose > max_loose:
-                nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
+                nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose,
+                                 st)
                 n_loose, lhead, shead = 0, 0, 0
         step_mark = mark
         rounds = 0
         while True:
-            m = _detect(mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl,
-                        ns, is_loose, loose, n_loose, cand, act)
+            m = _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead,
+                        shead, nl, ns, is_loose, loose, n_loose, cand, act)
             # Alerts (and top-ups) first; the stops and liquidations are the orders.
             n_orders = 0
             alerted = False
@@ -1307,8 +1347,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     q = acct[i, Q]
                 e = acct[i, E]
                 c = acct[i, C]
-                if social:
-                    _snap(i, acct, fwork, iwork, st)
+                _touch(i, acct, fwork, iwork, st)
                 out[MARKET_PNL] += q * (x - e)
                 cash = c + q * (x - e)  # the account's cash after the fill
                 if act[j] == ACT_STOP:
@@ -1399,7 +1438,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         if record_every > 0 and t % record_every == 0 and t // record_every < traj.shape[0]:
             traj[t // record_every] = st[S_FUND]
         if n_loose > max_loose:
-            nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose)
+            nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose,
+                             st)
             n_loose, lhead, shead = 0, 0, 0
         # Skip the closed positions at the head of each side.
         while lhead < nl and acct[lorder[lhead], Q] == 0.0:
@@ -1413,18 +1453,22 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     else:
         out[HAIRCUT_RATE] = np.nan
     _fairness(acct, out, fwork, iwork, st)
-    out[TRADER_BALANCE_CHANGE] = _cash(acct) - cash0
+    out[TRADER_BALANCE_CHANGE] = _cash_change(acct, fwork, iwork, st)
+    for j in range(n_loose):
+        is_loose[loose[j]] = False
     return st[S_FUND]
 
 
 @njit(cache=True)
-def _cash(acct):
-    """The traders' total cash, compensated (Neumaier) so that the balance sheet of a
-    large book closes to rounding of its flows, not of its size."""
+def _cash_change(acct, fwork, iwork, st):
+    """The change of the traders' total cash over the path: summed over the
+    journalled accounts only (the others did not change), compensated (Neumaier)
+    so that the balance sheet closes to rounding of the flows."""
     total = 0.0
     comp = 0.0
-    for i in range(acct.shape[0]):
-        v = acct[i, C]
+    for j in range(int(st[S_NDIRTY])):
+        i = iwork[I_DIRTY, j]
+        v = acct[i, C] - fwork[F_C0, i]
         t = total + v
         if abs(total) >= abs(v):
             comp += (total - t) + v
@@ -1444,7 +1488,7 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
                 funding_clamp=0.0, funding_cap=1.0, req_fee=0.0, mm_entry=0, liq_style=0,
                 partial_fraction=0.5, partial_min_tier=1, surplus_to_trader=0, topup_prob=0.0,
                 topup_target=0.0, inverse=0, alerts=(), fund_cap=np.inf, adl_ranking=0,
-                settle_every=1, record_every=0):
+                settle_every=1, record_every=0, detect=DETECT_SORTED):
     """The kernel's ``params`` array from keyword values (defaults: no liquidity model,
     no funding, full liquidation, MM on the mark notional, no alerts, no fund cap,
     the ``score`` ADL queue, socialised losses settled every step, no fund
@@ -1452,7 +1496,8 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
 
     ``alerts`` are the margin-ratio alert levels, ascending (at most four);
     ``adl_ranking`` a code of :data:`stress.runner.variables.ADL_RANKINGS`;
-    ``settle_every`` and ``record_every`` are in steps.
+    ``settle_every`` and ``record_every`` are in steps; ``detect`` one of the
+    ``DETECT_*`` codes (the same results; for benchmarks and tests).
     """
     values = dict(locals())
     alerts = [float(a) for a in values.pop("alerts")]
@@ -1465,11 +1510,83 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
 
 
 def workspace(n: int):
-    """Scratch arrays of :func:`simulate_path` for books of up to ``n`` accounts:
-    ``(fwork, iwork, touched, is_loose)``. Zeroed: the kernel keeps its per-account
-    loss rows at zero between calls."""
-    return (np.zeros((N_FWORK, n)), np.zeros((N_IWORK, n), dtype=np.int64),
-            np.zeros(2 * n + 1, dtype=np.int64), np.zeros(n, dtype=np.bool_))
+    """Scratch arrays of :func:`simulate_path` for books of ``n`` accounts:
+    ``(fwork, iwork, touched, is_loose, st)``. The kernel keeps its per-account
+    loss rows at zero and the settlement-period marks at −1 between calls;
+    :func:`restore_book` resets the journal."""
+    iwork = np.zeros((N_IWORK, n), dtype=np.int64)
+    iwork[I_PID] = -1
+    return (np.zeros((N_FWORK, n)), iwork, np.zeros(2 * n + 1, dtype=np.int64),
+            np.zeros(n, dtype=np.bool_), np.zeros(N_STATE))
+
+
+@njit(cache=True)
+def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0,
+                 iwork, st):
+    """Undo a path: the journalled rows of ``acct`` from ``base``, and the orders from
+    their pristine copies if the path re-sorted them. O(changed accounts)."""
+    for j in range(int(st[S_NDIRTY])):
+        i = iwork[I_DIRTY, j]
+        for c in range(acct.shape[1]):
+            acct[i, c] = base[i, c]
+        iwork[I_DFLAG, i] = 0
+        iwork[I_PID, i] = -1
+    st[S_NDIRTY] = 0.0
+    if st[S_RESORTED] != 0.0:
+        lorder[:] = lorder0
+        sorder[:] = sorder0
+        lkey[:] = lkey0
+        skey[:] = skey0
+        st[S_RESORTED] = 0.0
+
+
+class BookRunner:
+    """One book, ready to run many paths and policies.
+
+    Holds the book's accounts with their thresholds (``base``), its sorted sides
+    (:func:`prepare_book`), a working copy and the kernel's scratch. Each
+    :meth:`run` changes the working copy and then undoes its changes
+    (:func:`restore_book`), so a path costs O(steps + events), not O(accounts).
+
+    ``acct`` is taken over (its ``THR`` column is filled); ``params`` are the
+    exchange rules the thresholds depend on (any policy's). ``prepared`` is
+    :func:`prepare_book`'s result if already computed (``acct[:, THR]`` filled).
+    """
+
+    def __init__(self, acct: np.ndarray, tt: np.ndarray, params: np.ndarray, prepared=None):
+        self.tt = tt
+        self.base = acct
+        if prepared is None:
+            prepared = prepare_book(acct, tt, params)
+        lorder, sorder, self.n_long, self.n_short = prepared
+        self.lorder0 = lorder.copy()
+        self.sorder0 = sorder.copy()
+        self.lkey0 = np.full(len(acct), np.nan)
+        self.skey0 = np.full(len(acct), np.nan)
+        self.lkey0[:self.n_long] = acct[lorder[:self.n_long], THR]
+        self.skey0[:self.n_short] = acct[sorder[:self.n_short], THR]
+        self.acct = acct.copy()
+        self.lorder, self.sorder = lorder.copy(), sorder.copy()
+        self.lkey, self.skey = self.lkey0.copy(), self.skey0.copy()
+        self.work = workspace(len(acct))
+
+    def set_column(self, column: int, values: np.ndarray) -> None:
+        """Set a column that no threshold depends on (``U``: a path's draws)."""
+        self.base[:, column] = values
+        self.acct[:, column] = values
+
+    def run(self, market, layers, params, out, traj, keep: bool = False):
+        """One path: ``market`` is ``(index, mark0, depth_bid, depth_ask, gap_bid,
+        gap_ask)``; fills ``out`` and ``traj`` (see :func:`simulate_path`). With
+        ``keep``, returns a copy of the accounts at the end of the path."""
+        simulate_path(*market, self.acct, self.lorder, self.sorder, self.lkey, self.skey,
+                      self.n_long, self.n_short, self.tt, layers, params, out, traj,
+                      *self.work)
+        final = self.acct.copy() if keep else None
+        fwork, iwork, touched, is_loose, st = self.work
+        restore_book(self.acct, self.base, self.lorder, self.sorder, self.lkey, self.skey,
+                     self.lorder0, self.sorder0, self.lkey0, self.skey0, iwork, st)
+        return final
 
 
 def trajectory_length(steps: int, record_every: int) -> int:
@@ -1538,10 +1655,10 @@ def simulate(prices, book, tiers, layers, fund_initial, fee_rate=0.0, fee_share=
         g_bid, g_ask = liquidity.gap_bid, liquidity.gap_ask
     out = np.empty(N_METRICS)
     traj = np.full(trajectory_length(index.shape[0] - 1, int(p[P_RECORD_EVERY])), np.nan)
-    simulate_path(index, mark0, d_bid, d_ask, g_bid, g_ask, acct, lorder.copy(),
-                  sorder.copy(), nl, ns, tt, np.asarray(layers, dtype=np.int64), p, out, traj,
-                  *workspace(len(acct)))
-    extra = ((acct,) if return_accounts else ()) + ((traj,) if return_fund else ())
+    runner = BookRunner(acct, tt, p, (lorder.copy(), sorder.copy(), nl, ns))
+    final = runner.run((index, mark0, d_bid, d_ask, g_bid, g_ask),
+                       np.asarray(layers, dtype=np.int64), p, out, traj, keep=return_accounts)
+    extra = ((final,) if return_accounts else ()) + ((traj,) if return_fund else ())
     return (out, *extra) if extra else out
 
 

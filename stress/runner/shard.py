@@ -14,8 +14,7 @@ from stress import __version__
 from stress.config import fund_record_steps, settlement_steps
 from stress.errors import ConservationError, StressError
 from stress.exchange.contracts import kernel_accounts, kernel_market
-from stress.exchange.kernels import (U, make_params, prepare_book, simulate_path, tier_array,
-                                     trajectory_length, workspace)
+from stress.exchange.kernels import BookRunner, U, make_params, tier_array, trajectory_length
 from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
 from stress.runner.prepare import Prepared
@@ -79,11 +78,11 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
     tt = tier_array(prep.tiers)
     inverse = cfg.exchange.contract == "inverse"
     params = [kernel_params(cfg, pol, prep.s0) for pol in cfg.policies]
-    fixed = None
+    # One sorted book for every path and policy (thresholds depend on the exchange's
+    # rules, not on the policy), unless the book is redrawn per path.
+    runner = None
     if prep.book is not None:
-        base = kernel_accounts(prep.book, inverse)
-        fixed = base, prepare_book(base, tt, params[0])
-    ws = acct = lo = so = None
+        runner = BookRunner(kernel_accounts(prep.book, inverse), tt, params[0])
     for j, path in enumerate(range(start, stop)):
         rng = path_rng(cfg.run.seed, path)
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
@@ -93,27 +92,16 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
         # Drawn after the prices, so liquidity never changes a path's prices.
         liq = path_liquidity(prices, cfg.liquidity, cfg.exchange.mark_smoothing_minutes,
                              cfg.run.step_minutes, rng)
-        if fixed is not None:
-            base, (lorder, sorder, nl, ns) = fixed
-        else:
-            base = kernel_accounts(prep.book_for_path(path), inverse)
-            lorder, sorder, nl, ns = prepare_book(base, tt, params[0])
+        if prep.book is None:
+            runner = BookRunner(kernel_accounts(prep.book_for_path(path), inverse), tt,
+                                params[0])
         if prep.topups:
             # Drawn last, and only with top-ups, so they never change anything else.
-            base = base.copy()
-            base[:, U] = rng.random(len(base))
+            runner.set_column(U, rng.random(len(runner.base)))
         mk = kernel_market(prices, liq, inverse)
-        if ws is None or len(acct) != len(base):
-            # Buffers reused for every path and policy: a path allocates nothing.
-            ws = workspace(len(base))
-            acct, lo, so = np.empty_like(base), np.empty_like(lorder), np.empty_like(sorder)
+        market = (mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid, mk.gap_ask)
         for p in range(n_pol):
-            np.copyto(acct, base)
-            np.copyto(lo, lorder)
-            np.copyto(so, sorder)
-            simulate_path(mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid,
-                          mk.gap_ask, acct, lo, so, nl, ns, tt, prep.layers[p], params[p],
-                          out[p, j], fund[p, j], *ws)
+            runner.run(market, prep.layers[p], params[p], out[p, j], fund[p, j])
     check_identity(out, prep.policy_names, start, [pr[P["fund_initial"]] for pr in params])
     return out, fund
 

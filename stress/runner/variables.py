@@ -138,7 +138,8 @@ PARAMS = ("fund_initial", "fee_rate", "fee_share", "slippage", "step_minutes", "
           "funding_interest", "funding_clamp", "funding_cap", "req_fee", "mm_entry",
           "liq_style", "partial_fraction", "partial_min_tier", "surplus_to_trader",
           "topup_prob", "topup_target", "inverse", "n_alerts", "alert0", "alert1", "alert2",
-          "alert3", "fund_cap", "adl_ranking", "settle_every", "record_every")
+          "alert3", "fund_cap", "adl_ranking", "settle_every", "record_every",
+          "detect")
 MAX_ALERTS = 4
 P = {name: k for k, name in enumerate(PARAMS)}
 N_PARAMS = len(PARAMS)

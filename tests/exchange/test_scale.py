@@ -1,0 +1,116 @@
+"""The fast kernel at scale: the sorted-threshold walk finds exactly the accounts a scan
+of every account finds, and a path undoes its changes to the book (so many paths and
+policies share one sorted book) without a trace."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import jump_prices, random_book, small_tiers
+from stress.exchange.kernels import (DETECT_NAIVE, DETECT_SCAN, DETECT_SORTED, F_EQH, F_LOSS,
+                                     N_METRICS, S_RESORTED, BookRunner, account_array,
+                                     make_params, tier_array)
+from stress.runner.variables import ADL_RANKINGS, INDEX, LAYER_CODES
+
+LAYER_LISTS = [["insurance_fund", "adl"], ["socialised", "platform"],
+               ["insurance_fund", "socialised", "adl", "platform"], ["platform"],
+               ["adl", "socialised", "insurance_fund"]]
+
+
+def case(seed: int):
+    """A random book of 1–150 accounts with stops, top-up budgets and alerts, 150 jump
+    steps, and kernel parameters drawn over every option (like the conservation sweep
+    of test_policies)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 150))
+    book = random_book(rng, n)
+    prices = jump_prices(rng, 150, rate=0.08)
+    side = np.sign(book.qty)
+    stop = np.where(rng.random(n) < 0.2, book.entry * (1 - side * 0.05), np.nan)
+    budget = np.where(rng.random(n) < 0.5, book.collateral, 0.0)
+    kw = dict(fund_initial=50.0, fee_rate=0.002, fee_share=0.7, slippage=0.003,
+              liq_style=int(rng.integers(3)), surplus_to_trader=int(rng.integers(2)),
+              alerts=(0.5, 0.8), topup_prob=0.5, topup_target=0.0,
+              funding_every=int(rng.choice([0, 30])), funding_mode=1, funding_rate=0.001,
+              fund_cap=[math.inf, 60.0][int(rng.integers(2))],
+              adl_ranking=int(rng.integers(len(ADL_RANKINGS))),
+              settle_every=[1, 7, 30, 1000][seed % 4], mm_entry=int(rng.integers(2)),
+              req_fee=0.0005, impact_k=float(rng.choice([0.0, 0.5])), permanent=0.3,
+              record_every=10)
+    layers = np.array([LAYER_CODES[x] for x in LAYER_LISTS[seed % len(LAYER_LISTS)]])
+    acct = account_array(book.qty, book.entry, book.collateral, stop, budget, rng.random(n))
+    flat = np.zeros(len(prices))
+    inf = np.full(len(prices), np.inf)
+    market = (prices, prices, inf, inf, flat, flat)
+    return acct, market, layers, kw
+
+
+def run(runner, market, layers, kw, detect=DETECT_SORTED):
+    out = np.empty(N_METRICS)
+    traj = np.empty(16)
+    final = runner.run(market, layers, make_params(detect=detect, **kw), out, traj, keep=True)
+    return out, traj, final
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_sorted_walk_equals_a_scan_of_every_account(seed):
+    # The same candidates in the same order, so every metric, the fund trajectory and
+    # every account at the end are bit-identical; this also checks that the
+    # thresholds are a safe filter after every kind of move.
+    acct, market, layers, kw = case(seed)
+    tt = tier_array(small_tiers())
+    runs = [run(BookRunner(acct.copy(), tt, make_params(**kw)), market, layers, kw, d)
+            for d in (DETECT_SORTED, DETECT_SCAN, DETECT_NAIVE)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_book_is_restored_after_every_path():
+    # Many paths and policies on one runner: after each, the working book, the sorted
+    # orders and the scratch are exactly as before, and a path gives the same numbers
+    # whatever ran before it.
+    for seed in range(40):
+        acct, market, layers, kw = case(seed)
+        tt = tier_array(small_tiers())
+        runner = BookRunner(acct.copy(), tt, make_params(**kw))
+        pristine = [a.copy() for a in (runner.acct, runner.lorder, runner.sorder, runner.lkey,
+                                       runner.skey)]
+        first = run(runner, market, layers, kw)
+        _, other_market, other_layers, other_kw = case(seed + 1000)
+        if len(other_market[0]) == len(market[0]):
+            run(runner, other_market, layers, other_kw | {"fund_initial": 7.0})
+        for cut in (40, 90, 151):
+            run(runner, tuple(m[:cut] for m in market), other_layers, kw)
+        for now, before in zip((runner.acct, runner.lorder, runner.sorder, runner.lkey,
+                                runner.skey), pristine):
+            np.testing.assert_array_equal(now, before)
+        again = run(runner, market, layers, kw)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+        fwork, iwork, touched, is_loose, st = runner.work
+        assert not is_loose.any() and touched[0] == 0
+        assert np.all(fwork[F_LOSS:F_EQH + 1] == 0.0)  # the per-account loss rows are zero again
+
+
+def test_a_resorting_path_is_undone():
+    # Funding moves every threshold: the book is re-sorted on the path, and restored.
+    for seed in range(60):
+        acct, market, layers, kw = case(seed)
+        if len(acct) < 80:
+            continue
+        kw = kw | {"funding_every": 5}
+        tt = tier_array(small_tiers())
+        runner = BookRunner(acct.copy(), tt, make_params(**kw))
+        lorder = runner.lorder.copy()
+        out1 = run(runner, market, layers, kw)[0]
+        assert runner.work[4][S_RESORTED] == 0.0  # the resort flag was reset by the restore
+        np.testing.assert_array_equal(runner.lorder, lorder)
+        out2 = run(BookRunner(acct.copy(), tt, make_params(**kw)), market, layers, kw)[0]
+        np.testing.assert_array_equal(out1, out2)
+        assert out1[INDEX["funding_volume"]] > 0
+        return
+    pytest.fail("no case with a large enough book")
