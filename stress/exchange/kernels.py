@@ -289,14 +289,14 @@ def event_threshold(i, acct, tt, params):
 
 
 @njit(cache=True)
-def action(i, mark, acct, tt, params):
-    """What happens to account ``i`` at ``mark``: liquidation (it takes precedence:
-    the engine cancels the trader's orders), its stop-loss, a margin alert, or nothing."""
+def action(i, c, mark, acct, tt, params):
+    """What happens to account ``i`` with cash ``c`` at ``mark``: liquidation (it takes
+    precedence: the engine cancels the trader's orders), its stop-loss, a margin
+    alert, or nothing."""
     q = acct[i, Q]
     if q == 0.0:
         return ACT_NONE
     e = acct[i, E]
-    c = acct[i, C]
     req_fee = params[P_REQ_FEE]
     mm_entry = params[P_MM_ENTRY] != 0.0
     if is_breached(q, e, c, mark, tt, req_fee, mm_entry, 1.0):
@@ -387,7 +387,23 @@ S_NELIG = 6  # number of accounts in the eligible list
 S_ELIG_PROFIT = 7  # eligible profit summed over the settlements that charged a loss
 S_NDIRTY = 8  # accounts changed on the path (the journal's length)
 S_RESORTED = 9  # 1 if the book was re-sorted on the path (its orders changed)
-N_STATE = 10
+# Socialised haircuts of the accounts that did not change in their period are
+# charged lazily, per side: a long owes ``Q·(S_HL − F_H0)`` until it is next
+# touched (shorts: S_HS). Its thresholds move by at most ``g·ΔH`` meanwhile, so
+# the walks widen by that much instead of re-sorting the book.
+S_HL = 10  # cumulative haircut per unit of long position (price units, rises)
+S_HS = 11  # the same for shorts (falls)
+S_HL0 = 12  # S_HL when the book was last sorted
+S_HS0 = 13
+S_GL = 14  # bound on a long threshold's rise per unit haircut; 0: lazy haircuts off
+S_GS = 15  # the same for a short threshold's fall
+S_QL = 16  # total long quantity open (kept from the first settlement on)
+S_QS = 17  # total short quantity open (positive)
+S_QREADY = 18  # 1 once S_QL and S_QS are kept
+S_PENDING = 19  # 1 once a lazy haircut was charged on the path
+S_NPLIST = 20  # accounts changed in the current settlement period (the list's length)
+S_WIDE = 21  # 1 when the widened walks checked too many accounts: re-sort at step end
+N_STATE = 22
 
 # Per-account rows of ``fwork`` (zero on entry and on exit, except the scratch rows).
 F_LOSS = 11  # loss borne on the path (ADL cost and haircuts)
@@ -399,7 +415,8 @@ F_SLOPE = 16
 F_CAP = 17
 F_TAKE = 18
 F_C0 = 19  # the account's cash before its first change on the path
-N_FWORK = 20
+F_H0 = 20  # the side's haircut per unit already in the account's cash (0 on entry)
+N_FWORK = 21
 # Rows of ``iwork`` beyond the walks' scratch.
 I_ELIG = 6  # eligible accounts (the list)
 I_FLAG = 7  # 1 if the account is in the list
@@ -407,7 +424,8 @@ I_PID = 8  # period of the account's F_EQP snapshot (-1 on entry)
 I_WHO = 9  # water-filling scratch: the eligible accounts of one ADL
 I_DIRTY = 10  # the journal: accounts changed on the path, in order of first change
 I_DFLAG = 11  # 1 if the account is in the journal
-N_IWORK = 12
+I_PLIST = 12  # accounts changed in the current settlement period
+N_IWORK = 13
 
 # Detection of the accounts with something to do at a mark (``params["detect"]``).
 DETECT_SORTED = 0  # walk the sorted book from its heads (the fast kernel)
@@ -426,7 +444,70 @@ def _touch(i, acct, fwork, iwork, st):
         iwork[I_DIRTY, k] = i
         st[S_NDIRTY] = k + 1
         fwork[F_C0, i] = acct[i, C]
+    if st[S_PENDING] != 0.0:
+        # Write the lazy haircut owed from earlier settlements into the cash.
+        d = _pending(i, acct, fwork, st)
+        if d != 0.0:
+            acct[i, C] -= d
+            fwork[F_LOSS, i] += d
+            _eligible(i, iwork, st)
+        fwork[F_H0, i] = st[S_HL] if acct[i, Q] > 0.0 else st[S_HS]
     _snap(i, acct, fwork, iwork, st)
+
+
+@njit(cache=True, inline="always")
+def _pending(i, acct, fwork, st):
+    """The lazy socialised haircut account ``i`` owes (≥ 0): ``Q·(H − H0)`` of its side."""
+    q = acct[i, Q]
+    if q > 0.0:
+        return q * (st[S_HL] - fwork[F_H0, i])
+    if q < 0.0:
+        return q * (st[S_HS] - fwork[F_H0, i])
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def _cash_of(i, acct, fwork, st):
+    """Account ``i``'s cash with its lazy haircut (``acct[i, C]`` when none is owed)."""
+    return acct[i, C] - _pending(i, acct, fwork, st)
+
+
+@njit(cache=True, inline="always")
+def _set_qty(i, q_new, acct, st):
+    """Change account ``i``'s position (only ever towards 0), keeping the side totals."""
+    q = acct[i, Q]
+    if st[S_QREADY] != 0.0:
+        if q > 0.0:
+            st[S_QL] += q_new - q
+        else:
+            st[S_QS] += q - q_new
+    acct[i, Q] = q_new
+
+
+@njit(cache=True)
+def _haircut_gains(tt, params, st):
+    """``S_GL``/``S_GS``: how far a haircut of ``h`` per unit can move an account's
+    threshold (at most ``g·h``). A long's trigger ``equity ≤ s·requirement`` has
+    slope ``Q·(1 − s·(mmr + fee))`` in the mark, so lowering its cash by ``Q·h``
+    raises the trigger price by at most ``h / (1 − s·(mmr_max + fee))`` over the
+    scales ``s`` (1 and the alert levels' ``1/a``); a short's falls by at most
+    ``h``. Where a slope can vanish the bound does not exist and haircuts are
+    charged at once (``S_GL`` = 0)."""
+    fee = params[P_REQ_FEE]
+    mm_entry = params[P_MM_ENTRY] != 0.0
+    mmr = 0.0
+    for k in range(tt.shape[1]):
+        if tt[T_MMR, k] > mmr:
+            mmr = tt[T_MMR, k]
+    worst = 1.0
+    for a in range(-1, int(params[P_N_ALERTS])):
+        scale = 1.0 if a < 0 else 1.0 / params[P_ALERT0 + a]
+        d = 1.0 - scale * (fee if mm_entry else mmr + fee)
+        if d < worst:
+            worst = d
+    # The threshold's relative slack and rounding: a margin of 1e-6.
+    st[S_GL] = (1.0 + 1e-6) / worst if worst > 1e-3 else 0.0
+    st[S_GS] = 1.0 + 1e-6
 
 
 @njit(cache=True, inline="always")
@@ -438,6 +519,9 @@ def _snap(i, acct, fwork, iwork, st):
     if period >= 0.0 and iwork[I_PID, i] != int(period):
         fwork[F_EQP, i] = acct[i, C] + acct[i, Q] * (st[S_PMARK] - acct[i, E])
         iwork[I_PID, i] = int(period)
+        k = int(st[S_NPLIST])
+        iwork[I_PLIST, k] = i
+        st[S_NPLIST] = k + 1
 
 
 @njit(cache=True, inline="always")
@@ -528,7 +612,7 @@ def _filled(base, slope, cap, m, t):
 
 
 @njit(cache=True)
-def _adl_cap(i, bp, acct):
+def _adl_cap(i, bp, acct, fwork, st):
     """Most units of account ``i`` ADL may close at ``bp``: all of them, unless closing
     at ``bp`` realises a loss; then only what its margin pays (never bankrupt it)."""
     q = acct[i, Q]
@@ -536,7 +620,7 @@ def _adl_cap(i, bp, acct):
     per_unit = s * (bp - acct[i, E])
     if per_unit >= 0.0:
         return abs(q)
-    c = acct[i, C]
+    c = _cash_of(i, acct, fwork, st)
     if c <= 0.0:
         return 0.0
     cap = c / -per_unit
@@ -561,10 +645,7 @@ def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwor
     cost = take * abs(bp - x)
     fwork[F_LOSS, i] += cost
     fwork[F_ADLL, i] += cost
-    if take >= abs(q):
-        acct[i, Q] = 0.0
-    else:
-        acct[i, Q] = q - s * take
+    _set_qty(i, 0.0 if take >= abs(q) else q - s * take, acct, st)
     _moved(i, acct, tt, params, touched)
     out[N_ADL] += 1.0
     out[ADL_NOTIONAL] += take * bp
@@ -587,7 +668,7 @@ def _winners(bside, mark, acct, who, iwork, st):
 
 
 @njit(cache=True)
-def _adl_queue(bside, mark, acct, params, queue, score, iwork, st):
+def _adl_queue(bside, mark, acct, params, queue, score, fwork, iwork, st):
     """Rank the counterparties of a bankrupt ``bside`` position into ``queue``.
 
     Opposite-side accounts with positive uPnL at the mark, ranked by ``score``
@@ -602,8 +683,9 @@ def _adl_queue(bside, mark, acct, params, queue, score, iwork, st):
         i = queue[r]
         q = acct[i, Q]
         upnl = q * (mark - acct[i, E])
-        eq = acct[i, C] + upnl
-        base = acct[i, C] if adl_basis == 0 else abs(q) * acct[i, E]
+        cash = _cash_of(i, acct, fwork, st)
+        eq = cash + upnl
+        base = cash if adl_basis == 0 else abs(q) * acct[i, E]
         # Negated so that an ascending stable sort puts the highest first and keeps
         # account order among ties. A winner without margin (spent by an earlier ADL,
         # or by funding) has infinite leverage.
@@ -646,7 +728,8 @@ def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touc
     k = 0 if bside > 0.0 else 1
     queue = queues[k]
     if qstate[2 * k] < 0:
-        qstate[2 * k] = _adl_queue(bside, mark, acct, params, queue, score, iwork, st)
+        qstate[2 * k] = _adl_queue(bside, mark, acct, params, queue, score, fwork, iwork,
+                                       st)
         qstate[2 * k + 1] = 0
     m = qstate[2 * k]
     r = qstate[2 * k + 1]
@@ -657,7 +740,7 @@ def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touc
         if acct[i, Q] == 0.0:
             r += 1
             continue
-        cap = _adl_cap(i, bp, acct)
+        cap = _adl_cap(i, bp, acct, fwork, st)
         take = cap
         if cap >= need_qty:
             take = need_qty
@@ -696,8 +779,8 @@ def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
         i = who[r]
         q = acct[i, Q]
         upnl = q * (mark - acct[i, E])
-        eq = acct[i, C] + upnl
-        c = _adl_cap(i, bp, acct)
+        eq = _cash_of(i, acct, fwork, st) + upnl
+        c = _adl_cap(i, bp, acct, fwork, st)
         if risk and eq <= 0.0:
             # Infinite leverage: closed first, as far as it goes.
             t = c if c < need_qty else need_qty
@@ -772,10 +855,104 @@ def _waterfall(start, remaining, t, layers, bside, bp, x, mark, acct, tt, params
     return n_pend
 
 
+@njit(cache=True, inline="always")
+def _haircut(i, charge, acct, tt, params, touched, fwork, iwork, st):
+    """Charge account ``i`` a socialised ``charge`` out of its cash now."""
+    _eligible(i, iwork, st)
+    _touch(i, acct, fwork, iwork, st)
+    acct[i, C] -= charge
+    fwork[F_LOSS, i] += charge
+    if acct[i, Q] != 0.0:
+        _moved(i, acct, tt, params, touched)
+
+
+@njit(cache=True, inline="always")
+def _settled(pot, total, out, st):
+    """Book a settlement of ``pot`` against ``total`` eligible profit; returns the
+    amount charged."""
+    charged = total if pot >= total else pot
+    st[S_ELIG_PROFIT] += total
+    rate = charged / total
+    if not out[HAIRCUT_RATE_MAX] >= rate:  # NaN until the first settlement
+        out[HAIRCUT_RATE_MAX] = rate
+    return charged
+
+
 @njit(cache=True)
 def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
     """Charge ``pot`` to the accounts in profit over the settlement period, pro rata to
-    that profit and at most all of it. Returns the amount charged."""
+    that profit and at most all of it. Returns the amount charged.
+
+    An account that did not change in the period made ``Q·(mark − period start
+    mark)``: the same profit per unit on its whole side. Those accounts are
+    charged the same fraction of it, ``h`` per unit, lazily (``S_HL``/``S_HS``,
+    written into their cash when they are next touched), so a settlement costs
+    O(accounts changed in the period), not O(accounts). The accounts that changed
+    are charged one by one. Without a bound on how far a haircut moves a
+    threshold (``S_GL`` = 0) every account is charged at once.
+    """
+    if st[S_GL] == 0.0:
+        return _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st)
+    if st[S_QREADY] == 0.0:
+        ql = 0.0
+        qs = 0.0
+        for i in range(acct.shape[0]):
+            q = acct[i, Q]
+            if q > 0.0:
+                ql += q
+            else:
+                qs -= q
+        st[S_QL] = ql
+        st[S_QS] = qs
+        st[S_QREADY] = 1.0
+    delta = mark - st[S_PMARK]
+    plist = iwork[I_PLIST]
+    k = int(st[S_NPLIST])
+    total = 0.0
+    changed = 0.0  # open quantity of the changed accounts on the side in profit
+    for r in range(k):
+        i = plist[r]
+        p = _period_profit(i, mark, acct, fwork, iwork, st)
+        if p > 0.0:
+            total += p
+        q = acct[i, Q]
+        if q * delta > 0.0:
+            changed += abs(q)
+    side = 0.0
+    if delta > 0.0:
+        side = st[S_QL] - changed
+    elif delta < 0.0:
+        side = st[S_QS] - changed
+    unchanged = abs(delta) * side if side > 0.0 else 0.0
+    total += unchanged
+    if total <= 0.0:
+        return 0.0
+    everything = pot >= total
+    for r in range(k):
+        i = plist[r]
+        p = _period_profit(i, mark, acct, fwork, iwork, st)
+        if p > 0.0:
+            _haircut(i, p if everything else pot * (p / total), acct, tt, params, touched,
+                     fwork, iwork, st)
+    if unchanged > 0.0:
+        h = delta if everything else (pot / total) * delta
+        if delta > 0.0:
+            st[S_HL] += h
+            hnow = st[S_HL]
+        else:
+            st[S_HS] += h
+            hnow = st[S_HS]
+        st[S_PENDING] = 1.0
+        for r in range(k):  # the changed accounts were charged above
+            i = plist[r]
+            if acct[i, Q] * delta > 0.0:
+                fwork[F_H0, i] = hnow
+    return _settled(pot, total, out, st)
+
+
+@njit(cache=True)
+def _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
+    """:func:`_socialise` charging every account at once: O(accounts)."""
     n = acct.shape[0]
     total = 0.0
     for i in range(n):
@@ -788,19 +965,9 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
     for i in range(n):
         p = _period_profit(i, mark, acct, fwork, iwork, st)
         if p > 0.0:
-            charge = p if everything else pot * (p / total)
-            _eligible(i, iwork, st)
-            _touch(i, acct, fwork, iwork, st)
-            acct[i, C] -= charge
-            fwork[F_LOSS, i] += charge
-            if acct[i, Q] != 0.0:
-                _moved(i, acct, tt, params, touched)
-    charged = total if everything else pot
-    st[S_ELIG_PROFIT] += total
-    rate = charged / total
-    if not out[HAIRCUT_RATE_MAX] >= rate:  # NaN until the first settlement
-        out[HAIRCUT_RATE_MAX] = rate
-    return charged
+            _haircut(i, p if everything else pot * (p / total), acct, tt, params, touched,
+                     fwork, iwork, st)
+    return _settled(pot, total, out, st)
 
 
 @njit(cache=True)
@@ -845,10 +1012,10 @@ def _fairness(acct, out, fwork, iwork, st):
 
 
 @njit(cache=True, inline="always")
-def _candidate(a, mark, acct, tt, params, cand, act, m):
+def _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st):
     """Append account ``a`` to the candidates if something happens to it at ``mark``;
     returns the new count."""
-    w = action(a, mark, acct, tt, params)
+    w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
     if w != ACT_NONE:
         cand[m] = a
         act[m] = w
@@ -858,52 +1025,67 @@ def _candidate(a, mark, acct, tt, params, cand, act, m):
 
 @njit(cache=True)
 def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
-            is_loose, loose, n_loose, cand, act):
+            is_loose, loose, n_loose, cand, act, fwork, st):
     """Accounts with something to do at ``mark`` into ``cand`` (actions in ``act``), in
     account order; returns their count.
 
-    Walk each sorted side from its head while the sort-time threshold is crossed,
-    then check the loose accounts; :func:`action` confirms each. (The two walks
-    are written out: a shared walk with a side argument cost 8 % of a default run.)
-    ``detect`` :data:`DETECT_SCAN` compares every open account's threshold with the
-    mark instead, :data:`DETECT_NAIVE` runs :func:`action` on every open account:
-    the same candidates, at O(n) per mark.
+    Walk each sorted side from its head while the sort-time threshold, widened by
+    the lazy haircuts charged since the sort, is crossed; then check the loose
+    accounts; :func:`action` confirms each. (The two walks are written out: a
+    shared walk with a side argument cost 8 % of a default run.) When the walks
+    check many accounts in vain, ``S_WIDE`` asks for a re-sort. ``detect``
+    :data:`DETECT_SCAN` compares every open account's threshold with the mark
+    instead, :data:`DETECT_NAIVE` runs :func:`action` on every open account: the
+    same candidates, at O(n) per mark.
     """
     m = 0
+    gl = st[S_GL]
+    gs = st[S_GS]
     if detect != DETECT_SORTED:
         for a in range(acct.shape[0]):
             q = acct[a, Q]
             if q == 0.0:
                 continue
             if detect == DETECT_NAIVE:
-                m = _candidate(a, mark, acct, tt, params, cand, act, m)
-            else:
-                thr = acct[a, THR]
-                if (q > 0.0 and mark <= thr) or (q < 0.0 and mark >= thr):
-                    m = _candidate(a, mark, acct, tt, params, cand, act, m)
+                m = _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st)
+            elif q > 0.0:
+                if mark <= acct[a, THR] + (st[S_HL] - fwork[F_H0, a]) * gl:
+                    m = _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st)
+            elif mark >= acct[a, THR] - (fwork[F_H0, a] - st[S_HS]) * gs:
+                m = _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st)
         return m
+    walked = 0
+    off = (st[S_HL] - st[S_HL0]) * gl
     i = lhead
     while i < nl:
-        if lkey[i] < mark:
+        if lkey[i] + off < mark:
             break
         a = lorder[i]
         if not is_loose[a] and acct[a, Q] > 0.0:
-            m = _candidate(a, mark, acct, tt, params, cand, act, m)
+            m = _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st)
+            walked += 1
         i += 1
+    off = (st[S_HS0] - st[S_HS]) * gs
     i = shead
     while i < ns:
-        if skey[i] > mark:
+        if skey[i] - off > mark:
             break
         a = sorder[i]
         if not is_loose[a] and acct[a, Q] < 0.0:
-            m = _candidate(a, mark, acct, tt, params, cand, act, m)
+            m = _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st)
+            walked += 1
         i += 1
+    if walked - m > 64 + (nl + ns) // 64:
+        st[S_WIDE] = 1.0
     for j in range(n_loose):
         a = loose[j]
         q = acct[a, Q]
         thr = acct[a, THR]
-        if (q > 0.0 and mark <= thr) or (q < 0.0 and mark >= thr):
-            m = _candidate(a, mark, acct, tt, params, cand, act, m)
+        if q > 0.0:
+            if mark <= thr + (st[S_HL] - fwork[F_H0, a]) * gl:
+                m = _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st)
+        elif q < 0.0 and mark >= thr - (fwork[F_H0, a] - st[S_HS]) * gs:
+            m = _candidate(a, mark, acct, tt, params, cand, act, m, fwork, st)
     if m > 1:
         perm = np.argsort(cand[:m], kind="mergesort")
         c2 = cand[:m].copy()
@@ -938,9 +1120,19 @@ def _loosen(acct, touched, is_loose, loose, n_loose):
 
 
 @njit(cache=True)
-def _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose, st):
-    """Re-sort the open book on the current thresholds; no account is loose after."""
+def _resort(acct, tt, params, lorder, sorder, lkey, skey, is_loose, loose, n_loose, fwork,
+            iwork, st):
+    """Re-sort the open book on the current thresholds (lazy haircuts written into the
+    cash first); no account is loose after."""
     st[S_RESORTED] = 1.0
+    st[S_WIDE] = 0.0
+    if st[S_PENDING] != 0.0:
+        for i in range(acct.shape[0]):
+            if _pending(i, acct, fwork, st) != 0.0:
+                _touch(i, acct, fwork, iwork, st)
+                acct[i, THR] = event_threshold(i, acct, tt, params)
+        st[S_HL0] = st[S_HL]
+        st[S_HS0] = st[S_HS]
     nl, ns = sort_book(acct, lorder, sorder, lkey, skey)
     for j in range(n_loose):
         is_loose[loose[j]] = False
@@ -1028,6 +1220,7 @@ def _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
     req_fee = params[P_REQ_FEE]
     mm_entry = params[P_MM_ENTRY] != 0.0
     fee_rate = params[P_FEE_RATE]
+    _touch(i, acct, fwork, iwork, st)
     for _ in range(MAX_PARTIAL_STEPS):
         q = acct[i, Q]
         aq = abs(q)
@@ -1039,9 +1232,8 @@ def _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
         if acct[i, C] + q * (x - e) - fee <= 0.0:
             return False  # under water at the fill: a full close
         s = 1.0 if q > 0.0 else -1.0
-        _touch(i, acct, fwork, iwork, st)
         acct[i, C] += s * dq * (x - e) - fee
-        acct[i, Q] = q - s * dq
+        _set_qty(i, q - s * dq, acct, st)
         out[MARKET_PNL] += s * dq * (x - e)
         _fee(fee, params, out, st)
         out[N_PARTIAL] += 1.0
@@ -1223,6 +1415,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             social = True
     st[S_PERIOD] = 0.0 if social else -1.0
     st[S_PMARK] = mark0[0]
+    if social:
+        _haircut_gains(tt, params, st)
     if record_every > 0 and traj.shape[0] > 0:
         traj[0] = st[S_FUND]
 
@@ -1280,14 +1474,14 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             premium_sum = 0.0
             premium_n = 0
             if n_loose > max_loose:
-                nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose,
-                                 st)
+                nl, ns = _resort(acct, tt, params, lorder, sorder, lkey, skey, is_loose, loose,
+                                 n_loose, fwork, iwork, st)
                 n_loose, lhead, shead = 0, 0, 0
         step_mark = mark
         rounds = 0
         while True:
             m = _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead,
-                        shead, nl, ns, is_loose, loose, n_loose, cand, act)
+                        shead, nl, ns, is_loose, loose, n_loose, cand, act, fwork, st)
             # Alerts (and top-ups) first; the stops and liquidations are the orders.
             n_orders = 0
             alerted = False
@@ -1345,9 +1539,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                         _moved(i, acct, tt, params, touched)
                         continue
                     q = acct[i, Q]
+                _touch(i, acct, fwork, iwork, st)
                 e = acct[i, E]
                 c = acct[i, C]
-                _touch(i, acct, fwork, iwork, st)
                 out[MARKET_PNL] += q * (x - e)
                 cash = c + q * (x - e)  # the account's cash after the fill
                 if act[j] == ACT_STOP:
@@ -1373,7 +1567,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     liq_side[n_short_round] = 1.0 if q > 0.0 else -1.0
                     n_short_round += 1
                     cash = 0.0  # the negative balance is written off; the waterfall pays it
-                acct[i, Q] = 0.0
+                _set_qty(i, 0.0, acct, st)
                 acct[i, C] = cash
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
@@ -1430,6 +1624,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         if social and boundary:
             st[S_PERIOD] += 1.0
             st[S_PMARK] = mark
+            st[S_NPLIST] = 0.0
         if st[S_FUND] < out[FUND_MIN]:
             out[FUND_MIN] = st[S_FUND]
         step_loss = out[PLATFORM_LOSS] - platform_before
@@ -1437,9 +1632,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             out[PLATFORM_MAX_STEP] = step_loss
         if record_every > 0 and t % record_every == 0 and t // record_every < traj.shape[0]:
             traj[t // record_every] = st[S_FUND]
-        if n_loose > max_loose:
-            nl, ns = _resort(acct, lorder, sorder, lkey, skey, is_loose, loose, n_loose,
-                             st)
+        if n_loose > max_loose or st[S_WIDE] != 0.0:
+            nl, ns = _resort(acct, tt, params, lorder, sorder, lkey, skey, is_loose, loose,
+                             n_loose, fwork, iwork, st)
             n_loose, lhead, shead = 0, 0, 0
         # Skip the closed positions at the head of each side.
         while lhead < nl and acct[lorder[lhead], Q] == 0.0:
@@ -1452,6 +1647,10 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         out[HAIRCUT_RATE] = out[SOCIALISED_LOSS] / st[S_ELIG_PROFIT]
     else:
         out[HAIRCUT_RATE] = np.nan
+    if st[S_PENDING] != 0.0:
+        for i in range(n):  # the lazy haircuts still owed, into the cash
+            if _pending(i, acct, fwork, st) != 0.0:
+                _touch(i, acct, fwork, iwork, st)
     _fairness(acct, out, fwork, iwork, st)
     out[TRADER_BALANCE_CHANGE] = _cash_change(acct, fwork, iwork, st)
     for j in range(n_loose):
@@ -1522,7 +1721,7 @@ def workspace(n: int):
 
 @njit(cache=True)
 def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0,
-                 iwork, st):
+                 fwork, iwork, st):
     """Undo a path: the journalled rows of ``acct`` from ``base``, and the orders from
     their pristine copies if the path re-sorted them. O(changed accounts)."""
     for j in range(int(st[S_NDIRTY])):
@@ -1531,6 +1730,7 @@ def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0
             acct[i, c] = base[i, c]
         iwork[I_DFLAG, i] = 0
         iwork[I_PID, i] = -1
+        fwork[F_H0, i] = 0.0
     st[S_NDIRTY] = 0.0
     if st[S_RESORTED] != 0.0:
         lorder[:] = lorder0
@@ -1585,7 +1785,7 @@ class BookRunner:
         final = self.acct.copy() if keep else None
         fwork, iwork, touched, is_loose, st = self.work
         restore_book(self.acct, self.base, self.lorder, self.sorder, self.lkey, self.skey,
-                     self.lorder0, self.sorder0, self.lkey0, self.skey0, iwork, st)
+                     self.lorder0, self.sorder0, self.lkey0, self.skey0, fwork, iwork, st)
         return final
 
 
