@@ -1,10 +1,19 @@
-"""The driver: plan shards, run them in parallel, write them, combine them."""
+"""The driver: plan shards, run them in parallel, write them, combine them.
+
+Workers only compute: a task returns a shard's metric arrays, and the driver
+(this process) wraps them in a Dataset and writes ``shards/shard-NNNNNN.nc``
+atomically as each result arrives, so a cluster needs no shared filesystem.
+The shards are then combined lazily into ``results.nc``. With ``resume``, the
+shards an interrupted run of the same config finished are kept.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -13,10 +22,29 @@ from stress.config import Config, RunConfig, load_config
 from stress.errors import ConfigError, StressError
 from stress.runner.backends import open_backend
 from stress.runner.prepare import Prepared, prepare
-from stress.runner.store import (RESULTS_FILE, SHARDS_DIR, combine, shard_name,
-                                 write_atomic)
+from stress.runner.store import (ENGINE, RESULTS_FILE, SHARD_TEMP_GLOB, SHARDS_DIR,
+                                 open_results, shard_files, shard_index, shard_name,
+                                 write_atomic, write_results)
 
-RUNTIME_OPTIONS = ("workers", "out", "progress", "scenario")
+RUNTIME_OPTIONS = ("workers", "out", "progress", "scenario", "resume", "backend", "scheduler",
+                   "cluster", "on_shard")
+# Characters of a config hash shown in messages.
+SHORT_HASH = 12
+
+
+class ShardDone(NamedTuple):
+    """A finished shard, as passed to ``execute(..., on_shard=...)``.
+
+    ``stop`` is exclusive (the shard holds paths ``start .. stop-1``);
+    ``seconds`` is the worker's compute time (0 for a shard kept by
+    ``resume``, then ``resumed`` is true).
+    """
+
+    index: int
+    start: int
+    stop: int
+    seconds: float
+    resumed: bool
 
 
 def plan(paths: int, shard_size: int) -> list[tuple[int, int, int]]:
@@ -25,12 +53,176 @@ def plan(paths: int, shard_size: int) -> list[tuple[int, int, int]]:
             for k, s in enumerate(range(0, paths, shard_size))]
 
 
-def _shard_task(prep: Prepared, index: int, start: int, stop: int, shard_dir: str) -> int:
+def _shard_task(prep: Prepared, index: int, start: int, stop: int):
+    """Compute one shard in a worker; return ``(index, start, stop, seconds, out, fund)``.
+
+    Only the arrays travel back (a few hundred kB for 250 paths); the driver
+    writes the file.
+    """
     # Imported here so that a loky worker pays for numba only once, on first use.
-    from stress.runner.shard import simulate_shard, to_dataset
+    from stress.runner.shard import simulate_shard
+    t0 = time.perf_counter()
     out, fund = simulate_shard(prep, start, stop)
-    write_atomic(to_dataset(out, prep, start, fund), Path(shard_dir) / shard_name(index))
-    return stop - start
+    return index, start, stop, time.perf_counter() - t0, out, fund
+
+
+class Throughput:
+    """Progress of a run from its :class:`ShardDone` events: paths done, the rate of
+    the paths computed in this run (resumed ones excluded) and the time left.
+
+    Parameters
+    ----------
+    paths, shards : int
+        The run's totals.
+    """
+
+    def __init__(self, paths: int, shards: int, clock: Callable[[], float] = time.perf_counter):
+        self.paths, self.shards = paths, shards
+        self.clock = clock
+        self.t0 = clock()
+        self.paths_done = 0
+        self.paths_run = 0
+        self.shards_done = 0
+
+    def add(self, done: ShardDone) -> None:
+        n = done.stop - done.start
+        self.paths_done += n
+        self.shards_done += 1
+        if not done.resumed:
+            self.paths_run += n
+
+    def rate(self) -> float | None:
+        """Paths per second computed in this run so far (``None`` before the first)."""
+        elapsed = self.clock() - self.t0
+        return self.paths_run / elapsed if self.paths_run and elapsed > 0 else None
+
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (``None`` while unknown)."""
+        left = self.paths - self.paths_done
+        if left <= 0:
+            return 0.0
+        rate = self.rate()
+        return left / rate if rate else None
+
+    def rate_text(self) -> str:
+        rate = self.rate()
+        if rate is None:
+            return "- paths/s"
+        return f"{rate:,.0f} paths/s" if rate >= 100 else f"{rate:.3g} paths/s"
+
+    def eta_text(self) -> str:
+        eta = self.eta()
+        return "ETA -" if eta is None else f"ETA {duration(eta)}"
+
+    def line(self, done: ShardDone) -> str:
+        """A plain log line for a shard, e.g. ``shard 3/20 done: paths 500-749 in 1.23 s;
+        750/5000 paths, 410 paths/s, ETA 11 s``. Call after :meth:`add`."""
+        head = f"shard {done.index + 1}/{self.shards}"
+        span = f"paths {done.start}-{done.stop - 1}"
+        total = f"{self.paths_done}/{self.paths} paths"
+        if done.resumed:
+            return f"{head} resumed: {span} (finished by an earlier run); {total}"
+        return (f"{head} done: {span} in {done.seconds:.2f} s; {total}, {self.rate_text()}, "
+                f"{self.eta_text()}")
+
+
+def duration(seconds: float) -> str:
+    """``11 s``, ``4 min 05 s``, ``2 h 03 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _read_stamp(path: Path) -> tuple[str | None, np.ndarray] | None:
+    """A result file's ``config_hash`` and path indices, or ``None`` if it cannot be read."""
+    try:
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            return ds.attrs.get("config_hash"), np.asarray(ds["path"].values)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+        return None
+
+
+def _short(h: str | None) -> str:
+    return "none" if not h else str(h)[:SHORT_HASH]
+
+
+AFTER_REFUSAL = "run without --resume to start over, or choose another --out"
+
+
+def finished_shards(run_dir: Path, shards: list[tuple[int, int, int]],
+                    config_hash: str) -> tuple[set[int], list[Path]]:
+    """What ``resume`` keeps: the indices of the finished shards of this config and
+    plan, and the unreadable shard files (to run again). Reads only.
+
+    Raises
+    ------
+    StressError
+        If a readable shard (or ``results.nc``) was written by another config, or
+        holds paths other than the plan's for its index.
+    """
+    planned = {k: (s, e) for k, s, e in shards}
+    keep, unreadable = set(), []
+    for f in shard_files(run_dir / SHARDS_DIR):
+        stamp = _read_stamp(f)
+        if stamp is None:
+            unreadable.append(f)
+            continue
+        stored, paths = stamp
+        if stored != config_hash:
+            raise StressError(
+                f"{run_dir}: the config changed since the shards there were written (config "
+                f"hash {_short(stored)} in {SHARDS_DIR}/{f.name}, {_short(config_hash)} now); "
+                f"{AFTER_REFUSAL}")
+        k = shard_index(f)
+        if k not in planned:
+            raise StressError(
+                f"{run_dir}: {SHARDS_DIR}/{f.name} is not in this run's shard plan ({len(shards)} "
+                f"shards); {AFTER_REFUSAL}")
+        s, e = planned[k]
+        if not np.array_equal(paths, np.arange(s, e)):
+            got = f"paths {paths[0]}-{paths[-1]}" if paths.size else "no paths"
+            raise StressError(
+                f"{run_dir}: {SHARDS_DIR}/{f.name} holds {got}, but this run's shard {k} is "
+                f"paths {s}-{e - 1} (a different shard plan); {AFTER_REFUSAL}")
+        keep.add(k)
+    results = run_dir / RESULTS_FILE
+    if results.is_file():
+        stamp = _read_stamp(results)
+        if stamp is not None and stamp[0] != config_hash:
+            raise StressError(
+                f"{run_dir}: the config changed since {RESULTS_FILE} there was written (config "
+                f"hash {_short(stamp[0])} then, {_short(config_hash)} now); {AFTER_REFUSAL}")
+    return keep, unreadable
+
+
+def _results_current(run_dir: Path, config_hash: str, paths: int) -> bool:
+    """Whether ``results.nc`` is readable, of this config and complete."""
+    stamp = _read_stamp(run_dir / RESULTS_FILE)
+    return (stamp is not None and stamp[0] == config_hash
+            and np.array_equal(stamp[1], np.arange(paths)))
+
+
+def _prepare_folder(run_dir: Path, resume: bool, unreadable: list[Path]) -> None:
+    """Clear what this run replaces: everything (a fresh run), or only temporary files
+    and unreadable shards (``resume``)."""
+    shard_dir = run_dir / SHARDS_DIR
+    try:
+        if resume:
+            for f in [*shard_dir.glob(SHARD_TEMP_GLOB), *unreadable]:
+                f.unlink(missing_ok=True)
+        elif shard_dir.exists():
+            # A previous run's shards in this folder would mix with ours.
+            shutil.rmtree(shard_dir)
+        if not resume:
+            (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+        for f in run_dir.glob(f".{RESULTS_FILE}.*.tmp") if run_dir.is_dir() else ():
+            f.unlink(missing_ok=True)
+        shard_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StressError(f"{run_dir}: cannot write results there: {e.strerror or e}") from None
 
 
 def resolve_config(config: str | Path | Config, overrides: dict[str, Any],
@@ -59,43 +251,72 @@ def resolve_config(config: str | Path | Config, overrides: dict[str, Any],
 
 
 def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None = None,
-            on_shard: Callable[[int], None] | None = None, backend: str = "joblib",
+            on_shard: Callable[[ShardDone], None] | None = None, backend: str = "joblib",
             scheduler: str | None = None, cluster: str | None = None,
             resume: bool = False) -> tuple[xr.Dataset, Path]:
-    """Run a validated config; returns the combined Dataset and the run folder.
+    """Run a validated config; return its results (lazy) and the run folder.
 
-    Everything that can be wrong with the input is checked before the first
-    file is written. ``backend`` is ``joblib`` (local processes) or ``dask``
-    (``scheduler``: a scheduler address; ``cluster``: ``local`` or the
-    config's ``cluster:`` block); ``resume`` keeps the finished shards of an
-    interrupted run of the same config.
+    Everything that can be wrong with the input is checked (and the backend
+    opened) before anything in the run folder is written or deleted.
+
+    Parameters
+    ----------
+    cfg : Config
+        A validated config.
+    workers : int, optional
+        Worker processes (default: all cores).
+    out : path, optional
+        The run folder (default ``results/<run.name>``).
+    on_shard : callable, optional
+        Called in this process with a :class:`ShardDone` for every shard as it
+        finishes, and first for every shard kept by ``resume``.
+    backend, scheduler, cluster : str
+        Where shards run: ``joblib`` (local processes) or ``dask``
+        (``scheduler``: a scheduler address; ``cluster``: ``local`` or the
+        config's ``cluster:`` block); see :func:`stress.runner.backends.open_backend`.
+    resume : bool
+        Keep the finished shards of an interrupted run of the same config in
+        the folder and run only the missing ones (and unreadable ones). Refused
+        with a :class:`StressError` if the folder holds shards (or a
+        ``results.nc``) of another config or shard plan. Without it, the
+        folder's old shards and ``results.nc`` are removed.
+
+    Returns
+    -------
+    (xarray.Dataset, pathlib.Path)
+        ``results.nc`` opened with :func:`stress.runner.store.open_results`
+        (dask-backed), and the run folder.
     """
     prep = prepare(cfg)
     run_dir = Path(out) if out is not None else Path("results") / cfg.run.name
     shard_dir = run_dir / SHARDS_DIR
     shards = plan(cfg.run.paths, cfg.run.shard_size)
-    if resume:
-        raise ConfigError("--resume", "not available yet", resume)
+    keep, unreadable = (finished_shards(run_dir, shards, prep.config_hash) if resume
+                        else (set(), []))
+    todo = [(k, s, e) for k, s, e in shards if k not in keep]
 
-    # A previous run's shards in this folder would mix with ours.
-    try:
-        if shard_dir.exists():
-            shutil.rmtree(shard_dir)
-        (run_dir / RESULTS_FILE).unlink(missing_ok=True)
-        shard_dir.mkdir(parents=True)
-    except OSError as e:
-        raise StressError(f"{run_dir}: cannot write results there: {e.strerror}") from None
-
-    _warm_up()
-    tasks = [(k, s, e, str(shard_dir)) for k, s, e in shards]
-    with open_backend(backend, workers, scheduler=scheduler, cluster=cluster,
-                      n_tasks=len(tasks)) as pool:
-        for n in pool.map(_shard_task, prep, tasks):
-            if on_shard:
-                on_shard(n)
-    ds = combine([shard_dir / shard_name(k) for k, _, _ in shards])
-    write_atomic(ds, run_dir / RESULTS_FILE)
-    return ds, run_dir
+    with contextlib.ExitStack() as stack:
+        # Opened first: a bad --backend/--scheduler/--workers fails before any deletion.
+        pool = (stack.enter_context(open_backend(
+            backend, workers, scheduler=scheduler, cluster=cluster,
+            cluster_config=getattr(cfg, "cluster", None), n_tasks=len(todo)))
+            if todo else None)
+        _prepare_folder(run_dir, resume, unreadable)
+        for k, s, e in shards:
+            if k in keep and on_shard:
+                on_shard(ShardDone(k, s, e, 0.0, True))
+        if todo:
+            from stress.runner.shard import to_dataset
+            _warm_up()
+            for index, start, stop, seconds, res, fund in pool.map(_shard_task, prep, todo):
+                write_atomic(to_dataset(res, prep, start, fund), shard_dir / shard_name(index))
+                del res, fund
+                if on_shard:
+                    on_shard(ShardDone(index, start, stop, seconds, False))
+    if todo or not _results_current(run_dir, prep.config_hash, cfg.run.paths):
+        write_results([shard_dir / shard_name(k) for k, _, _ in shards], run_dir / RESULTS_FILE,
+                      shard_size=cfg.run.shard_size)
+    return open_results(run_dir), run_dir
 
 
 def _warm_up() -> None:
@@ -118,6 +339,10 @@ def run(config: str | Path | Config, **overrides: Any) -> xr.Dataset:
         A YAML config file or a validated :class:`stress.config.Config`.
     **overrides
         ``workers`` (default: all cores), ``out`` (default ``results/<run.name>``),
+        ``resume`` (``True``: keep the finished shards of an interrupted run of
+        the same config in ``out`` and run only the rest; see :func:`execute`),
+        ``on_shard`` (a callback given a :class:`ShardDone` per shard),
+        ``backend``/``scheduler``/``cluster`` (see :func:`execute`),
         ``progress`` (ignored here; the CLI shows a bar), ``scenario`` (a named
         scenario from ``scenarios/``, laid over the config before the other
         overrides; see :mod:`stress.scenarios`), any ``run`` field
@@ -127,10 +352,12 @@ def run(config: str | Path | Config, **overrides: Any) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Per-path metrics with dims ``(policy, path)``; also written to
-        ``<out>/results.nc`` and ``<out>/shards/``.
+        Per-path metrics with dims ``(policy, path)``, read lazily (dask) from
+        ``<out>/results.nc``; the shards are in ``<out>/shards/``.
     """
     runtime = {k: overrides.pop(k) for k in RUNTIME_OPTIONS if k in overrides}
     cfg = resolve_config(config, overrides, scenario=runtime.get("scenario"))
-    ds, _ = execute(cfg, workers=runtime.get("workers"), out=runtime.get("out"))
+    where = {k: runtime[k] for k in ("backend", "scheduler", "cluster", "on_shard", "resume")
+             if k in runtime}
+    ds, _ = execute(cfg, workers=runtime.get("workers"), out=runtime.get("out"), **where)
     return ds

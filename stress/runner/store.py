@@ -1,33 +1,86 @@
-"""Result files: atomic netCDF writes, shard naming, combining."""
+"""Result files: atomic netCDF writes, shard naming, lazy combining, opening results.
+
+A run folder holds ``shards/shard-NNNNNN.nc`` (one per shard, written by the
+driver as each shard finishes) and ``results.nc``, the shards concatenated
+along ``path``. Shards are combined lazily (``xarray.open_mfdataset``, dask)
+and ``results.nc`` is streamed chunk by chunk, so the memory a run needs does
+not grow with its number of paths.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
 
 import xarray as xr
 
+from stress.errors import StressError
+
 RESULTS_FILE = "results.nc"
 SHARDS_DIR = "shards"
+SHARD_GLOB = "shard-*.nc"
+# What write_atomic leaves behind if a run is killed while it writes a shard.
+SHARD_TEMP_GLOB = ".shard-*.tmp"
+ENGINE = "netcdf4"
+# Bytes of the largest variable per chunk of results.nc (a multiple of the
+# shard size along path): big enough for fast reads, small enough to stream.
+CHUNK_BYTES = 4 * 2 ** 20
+
+_SHARD_RE = re.compile(r"^shard-(\d{6,})\.nc$")
 
 
 def shard_name(index: int) -> str:
+    """The file name of shard ``index``: ``shard-000003.nc``."""
     return f"shard-{index:06d}.nc"
+
+
+def shard_index(path: str | Path) -> int | None:
+    """The index of a shard file from its name, or ``None`` if it is not one."""
+    m = _SHARD_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def shard_files(shard_dir: str | Path) -> list[Path]:
+    """The shard files of a folder, in shard (hence path) order."""
+    found = [(shard_index(p), p) for p in Path(shard_dir).glob(SHARD_GLOB)]
+    return [p for k, p in sorted((k, p) for k, p in found if k is not None)]
 
 
 def write_atomic(ds: xr.Dataset, path: Path) -> Path:
     """Write ``ds`` to a temporary file beside ``path``, then rename it into place.
 
-    A reader (or an interrupted run) never sees a half-written file.
+    A reader (or an interrupted run) never sees a half-written file, and a
+    Dataset still open on the old file keeps reading the old file. Data
+    variables are compressed (zlib). A dask-backed ``ds`` is streamed chunk
+    by chunk, with the netCDF chunks equal to the dask chunks.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        What to write.
+    path : path
+        The target file; its folder is created if needed.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    encoding = {name: {"zlib": True, "complevel": 4} for name in ds.data_vars}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    encoding = {}
+    for name, var in ds.data_vars.items():
+        enc = {"zlib": True, "complevel": 4}
+        if var.chunks is not None and var.ndim and all(c[0] > 0 for c in var.chunks):
+            enc["chunksizes"] = tuple(c[0] for c in var.chunks)
+        encoding[name] = enc
+    # A fresh unique name (not mkstemp's 0600 file), so the result gets the umask's mode.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        ds.to_netcdf(tmp, engine=ENGINE, encoding=encoding)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,34 +89,115 @@ def write_atomic(ds: xr.Dataset, path: Path) -> Path:
 
 
 def read_shard(path: Path) -> xr.Dataset:
-    with xr.open_dataset(path, engine="netcdf4") as ds:
+    """One result file, read into memory (the file is closed on return)."""
+    with xr.open_dataset(path, engine=ENGINE) as ds:
         return ds.load()
 
 
 def combine(shard_paths: list[Path]) -> xr.Dataset:
-    """Concatenate shard Datasets along ``path`` in path order."""
-    parts = sorted((read_shard(p) for p in shard_paths), key=lambda d: int(d.path[0]))
-    ds = xr.concat(parts, dim="path", data_vars="all", coords="different", compat="equals",
-                   join="exact", combine_attrs="drop_conflicts")
-    return ds
+    """Concatenate shard files along ``path``, lazily (dask), in path order.
+
+    The per-policy coordinates (``layers``, ``fund_initial``, ...), the
+    ``bearer`` and ``time`` coordinates and the attributes come from the
+    shards unchanged; every shard must have the same policies, bearers and
+    record times (``join="exact"``). The caller closes the Dataset
+    (``ds.close()`` or ``with combine(...) as ds``) to release the files.
+
+    Parameters
+    ----------
+    shard_paths : list of path
+        Shard files, in any order; they are sorted by shard index.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dask-backed, one chunk per shard along ``path``.
+    """
+    paths = sorted((Path(p) for p in shard_paths),
+                   key=lambda p: (shard_index(p) is None, shard_index(p) or 0, str(p)))
+    if not paths:
+        raise StressError("no shard files to combine")
+    return xr.open_mfdataset(
+        [str(p) for p in paths], engine=ENGINE, chunks={}, combine="nested",
+        concat_dim="path", data_vars="minimal", coords="minimal", compat="override",
+        join="exact", combine_attrs="drop_conflicts", parallel=False)
+
+
+def path_chunk(ds: xr.Dataset, base: int, target_bytes: int = CHUNK_BYTES) -> int:
+    """Paths per chunk of ``results.nc``: a multiple of ``base`` (the shard size)
+    with the largest variable's chunk near ``target_bytes``."""
+    per_path = 1
+    for var in ds.data_vars.values():
+        if "path" in var.dims:
+            others = math.prod(n for d, n in var.sizes.items() if d != "path")
+            per_path = max(per_path, others * var.dtype.itemsize)
+    base = max(1, int(base))
+    n = max(1, target_bytes // (per_path * base)) * base
+    return int(min(n, max(1, ds.sizes.get("path", 1))))
+
+
+def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = None) -> Path:
+    """Combine shard files (:func:`combine`) and stream them into ``path`` atomically.
+
+    Chunks of :func:`path_chunk` paths are read, compressed and written one at
+    a time, so memory stays bounded whatever the number of paths.
+
+    Parameters
+    ----------
+    shard_paths : list of path
+        The shard files.
+    path : path
+        The combined file (``results.nc``).
+    shard_size : int, optional
+        Paths per shard (default: the first shard's), so that chunks hold
+        whole shards.
+    """
+    import dask
+
+    with combine(shard_paths) as ds:
+        if shard_size is None:
+            shard_size = ds.shortfall.chunks[ds.shortfall.dims.index("path")][0] \
+                if "shortfall" in ds else ds.sizes["path"]
+        lazy = ds.chunk(path=path_chunk(ds, shard_size))
+        # One chunk at a time (HDF5 serialises reads and writes anyway), and never on a
+        # dask.distributed client that may still be registered as the default.
+        with dask.config.set(scheduler="synchronous"):
+            write_atomic(lazy, path)
+    return Path(path)
 
 
 def open_results(run_dir: str | Path) -> xr.Dataset:
-    """Open a finished run's results (``results.nc``, or its shards if not combined yet).
+    """Open a run's results lazily (dask-backed).
 
     Parameters
     ----------
     run_dir : path
         ``results/<run name>`` (or the ``--out`` folder), or a ``.nc`` file.
+        A folder's ``results.nc`` is opened; if the run has not been combined
+        yet (interrupted, or still running), its finished shards are.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables are dask arrays read from the file(s) on demand: only what a
+        computation touches is loaded (``ds.shortfall.values``, ``ds.load()``
+        for everything). The files stay open until ``ds.close()`` (or the end
+        of a ``with open_results(...) as ds:`` block, or garbage collection);
+        a later run may still replace them meanwhile (it writes new files and
+        renames them into place).
+
+    Raises
+    ------
+    StressError
+        If the folder holds neither ``results.nc`` nor any shard.
     """
     run_dir = Path(run_dir)
     if run_dir.is_file():
-        return read_shard(run_dir)
+        return xr.open_dataset(run_dir, engine=ENGINE, chunks={})
     combined = run_dir / RESULTS_FILE
     if combined.is_file():
-        return read_shard(combined)
-    shards = sorted((run_dir / SHARDS_DIR).glob("shard-*.nc"))
+        return xr.open_dataset(combined, engine=ENGINE, chunks={})
+    shards = shard_files(run_dir / SHARDS_DIR)
     if not shards:
-        from stress.errors import StressError
         raise StressError(f"{run_dir}: no results found (no {RESULTS_FILE} and no shards)")
     return combine(shards)
