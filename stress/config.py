@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
-                      field_validator, model_validator)
+                      field_validator, model_serializer, model_validator)
 
 from stress.errors import ConfigError
 
@@ -785,7 +786,104 @@ def fund_record_steps(cfg: "Config") -> int:
     return _whole_steps(every, cfg.run.step_minutes)
 
 
+# ----------------------------------------------------------------- cluster
+DEFAULT_JOB_PROLOGUE = (
+    # numba compiles the kernel once per node into node-local disk (the home
+    # folder is often read-only or slow on compute nodes).
+    "export NUMBA_CACHE_DIR=${TMPDIR:-/tmp}/stress-numba-cache",
+    # One worker process per core: no nested threads.
+    "export NUMBA_NUM_THREADS=1",
+    "export OMP_NUM_THREADS=1",
+)
+
+
+class ClusterConfig(Strict):
+    """Where ``--backend dask --cluster slurm|pbs`` starts its workers.
+
+    Results do not depend on it: it is left out of the config hash and of the
+    config stored in results.
+    """
+    kind: Literal["slurm", "pbs"] = Field(
+        description="Batch system: `slurm` (dask_jobqueue.SLURMCluster) or `pbs` (PBSCluster).")
+    cores: int = Field(ge=1, description="Cores per job (one batch job per node or part of one).")
+    processes: int | None = Field(
+        default=None, ge=1,
+        description="Dask worker processes per job; null = `cores` (one single-threaded worker "
+                    "per core). Each worker gets cores/processes threads.")
+    memory: str = Field(
+        description="Memory per job, shared by its workers, e.g. `16GB` or `64GiB`.")
+    walltime: str = Field(
+        default="01:00:00",
+        description="Wall-clock limit per job, `HH:MM:SS`.")
+    jobs: int = Field(default=1, ge=1, description="Number of batch jobs to start.")
+    queue: str | None = Field(
+        default=None, description="Partition (SLURM `-p`) or queue (PBS `-q`); null = the "
+                                  "site's default.")
+    account: str | None = Field(
+        default=None, description="Account or project charged (SLURM `-A`, PBS `-A`); null = "
+                                  "none.")
+    job_extra_directives: list[str] = Field(
+        default_factory=list,
+        description="More batch directives, without the `#SBATCH`/`#PBS` prefix, e.g. "
+                    "`[\"--constraint=skylake\"]` or `[\"-l place=scatter\"]`.")
+    local_directory: str | None = Field(
+        default=None,
+        description="Node-local scratch folder for the workers' spill files, e.g. "
+                    "`$TMPDIR`; null = the worker's default.")
+    log_directory: str | None = Field(
+        default=None, description="Folder for the jobs' stdout/stderr files; null = the "
+                                  "working directory of the submission.")
+    job_script_prologue: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_JOB_PROLOGUE),
+        description="Shell lines run in each job before the workers start (activate the "
+                    "venv here: `source /path/to/.venv/bin/activate`). The default points "
+                    "`NUMBA_CACHE_DIR` at node-local disk and sets `NUMBA_NUM_THREADS=1` and "
+                    "`OMP_NUM_THREADS=1`; a list given here replaces it.")
+    python: str | None = Field(
+        default=None,
+        description="Python interpreter on the compute nodes, with `stress` of the same "
+                    "version installed; null = the driver's own interpreter path.")
+    interface: str | None = Field(
+        default=None,
+        description="Network interface the scheduler and workers listen on, e.g. `ib0`; "
+                    "null = the default route's.")
+
+    @field_validator("memory")
+    @classmethod
+    def _check_memory(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*([kKMGTP]i?B|B)", v.strip()):
+            raise ValueError("must be a size such as 16GB or 64GiB")
+        return v.strip()
+
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _sexagesimal_walltime(cls, v):
+        # YAML 1.1 reads an unquoted 2:30:00 as the integer 9000 (seconds).
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            minutes, seconds = divmod(v, 60)
+            return f"{minutes // 60:02d}:{minutes % 60:02d}:{seconds:02d}"
+        return v
+
+    @field_validator("walltime")
+    @classmethod
+    def _check_walltime(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+:[0-5]\d:[0-5]\d", v):
+            raise ValueError("must be HH:MM:SS such as 01:30:00")
+        return v
+
+    @model_validator(mode="after")
+    def _check_processes(self):
+        if self.processes is not None and self.processes > self.cores:
+            raise ConfigError("processes", f"must be <= cores ({self.cores})", self.processes)
+        return self
+
+
 # -------------------------------------------------------------------- top
+# Config sections that say where a run is computed, not what: results and the
+# config hash ignore them.
+NOT_RESULTS = frozenset({"cluster"})
+
+
 class Config(Strict):
     run: RunConfig
     market: Market = Field(default_factory=lambda: MertonMarket(kind="merton"))
@@ -797,6 +895,10 @@ class Config(Strict):
         default=None,
         description="Order-book depth, gaps and price impact of forced orders; null = fills "
                     "at mark·(1 ∓ slippage) with no impact.")
+    cluster: ClusterConfig | None = Field(
+        default=None,
+        description="Batch jobs for `--backend dask --cluster slurm|pbs`; not part of the "
+                    "results or the config hash.")
 
     # Where relative file paths are resolved and which file the config came from.
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -812,6 +914,14 @@ class Config(Strict):
             if names.index(n) != i:
                 raise ConfigError(f"{i}.name", "policy names must be unique", n)
         return v
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_cluster(self, handler):
+        # A config without a cluster: block dumps exactly as before the block existed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("cluster", 0) is None:
+            del data["cluster"]
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -858,11 +968,17 @@ class Config(Strict):
         return p if p.is_absolute() else self._base_dir / p
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The config that determines the results (without the ``cluster`` block)."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=NOT_RESULTS),
+                              sort_keys=False)
 
     def hash(self) -> str:
-        """SHA-256 of the canonical config and of every data file it reads."""
-        h = hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode())
+        """SHA-256 of the canonical config and of every data file it reads.
+
+        Where the results are computed (``cluster``) is not part of it.
+        """
+        h = hashlib.sha256(json.dumps(self.model_dump(mode="json", exclude=NOT_RESULTS),
+                                      sort_keys=True).encode())
         for f in self.data_files():
             h.update(Path(f).read_bytes())
         return h.hexdigest()
@@ -1059,6 +1175,7 @@ _DOC_SECTIONS = (
     ("policies[].layers (adl options)", AdlLayer, "policies[].layers[].adl"),
     ("policies[].layers (socialised options)", SocialisedLayer,
      "policies[].layers[].socialised"),
+    ("cluster (optional; kind: slurm or pbs)", ClusterConfig, "cluster"),
 )
 
 
