@@ -87,10 +87,12 @@ def run(
                                           help="Parallel worker processes (default: all cores)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="Output folder (default: results/<run.name>)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Do not show a progress bar."),
+    no_progress: bool = typer.Option(
+        False, "--no-progress", help="No progress bar (terminal) or per-shard lines (logs)."),
     scenario: Optional[str] = typer.Option(None, "--scenario", help=SCENARIO_HELP),
-    resume: bool = typer.Option(False, "--resume", help="Keep the finished shards of an "
-                                                        "interrupted run of the same config."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Keep the finished shards of an interrupted run of the same "
+                                "config in the output folder and run only the rest."),
     backend: str = typer.Option("joblib", "--backend", help="joblib (local processes) or dask."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="Dask scheduler address, tcp://HOST:PORT."),
@@ -98,14 +100,18 @@ def run(
         None, "--cluster", help="Dask cluster to start: local, or slurm / pbs (the config's "
                                 "cluster: block)."),
 ) -> None:
-    """Run a stress test, write results/<name>/results.nc and print a summary."""
+    """Run a stress test, write results/<name>/results.nc and print a summary.
+
+    Progress goes to stderr: a bar on a terminal, one line per shard otherwise
+    (logs, CI), nothing with --no-progress.
+    """
     import time
 
     from rich.console import Console
 
     from stress.errors import StressError
     from stress.report.summary import summary_table
-    from stress.runner.run import execute, resolve_config
+    from stress.runner.run import Throughput, execute, plan, resolve_config
 
     console = Console(stderr=False)
     try:
@@ -113,26 +119,52 @@ def run(
     except StressError as e:
         _fail(str(e))
     t0 = time.perf_counter()
-    show = not no_progress and sys.stderr.isatty()
+    bar = not no_progress and sys.stderr.isatty()
     where = dict(backend=backend, scheduler=scheduler, cluster=cluster, resume=resume)
+    progress = Throughput(cfg.run.paths, len(plan(cfg.run.paths, cfg.run.shard_size)))
     try:
-        if show:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress,
-                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        if bar:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                                       TextColumn, TimeElapsedColumn)
+            from rich.text import Text
+
+            class Live(ProgressColumn):
+                """Rate and time left of the paths computed in this run (resumed
+                shards fill the bar but do not count into the rate)."""
+
+                def __init__(self, text):
+                    super().__init__()
+                    self.text = text
+
+                def render(self, task) -> Text:
+                    return Text(self.text(), style="progress.remaining")
+
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                           MofNCompleteColumn(), TextColumn("paths"), TimeElapsedColumn(),
-                          TimeRemainingColumn(), console=Console(stderr=True),
-                          transient=True) as bar:
-                task = bar.add_task(cfg.run.name, total=cfg.run.paths)
-                ds, run_dir = execute(cfg, workers=workers, out=out,
-                                      on_shard=lambda n: bar.advance(task, n), **where)
+                          Live(progress.eta_text), Live(progress.rate_text),
+                          console=Console(stderr=True), transient=True) as shown:
+                task = shown.add_task(cfg.run.name, total=cfg.run.paths)
+
+                def advance(done):
+                    progress.add(done)
+                    shown.update(task, completed=progress.paths_done)
+
+                ds, run_dir = execute(cfg, workers=workers, out=out, on_shard=advance, **where)
+        elif not no_progress:
+            def log(done):
+                progress.add(done)
+                typer.echo(progress.line(done), err=True)
+
+            ds, run_dir = execute(cfg, workers=workers, out=out, on_shard=log, **where)
         else:
             ds, run_dir = execute(cfg, workers=workers, out=out, **where)
     except StressError as e:
         _fail(str(e))
+    with ds:
+        console.print(summary_table(ds))
+        accounts = ds.attrs["accounts"]
     elapsed = time.perf_counter() - t0
-    console.print(summary_table(ds))
-    console.print(f"{cfg.run.paths} paths × {cfg.run.steps} steps × {ds.attrs['accounts']} "
+    console.print(f"{cfg.run.paths} paths × {cfg.run.steps} steps × {accounts} "
                   f"accounts × {len(cfg.policies)} policies in {elapsed:.1f} s → "
                   f"{run_dir / 'results.nc'}")
 
