@@ -18,6 +18,26 @@ haircut, funding, a top-up or a partial liquidation changes an account, its
 threshold is recomputed and it is checked on its own each step until the
 next re-sort of the book.
 
+Detection has three interchangeable modes (the last entry of ``PARAMS``):
+``DETECT_SORTED`` (the walk above), ``DETECT_SCAN`` (every open account's
+threshold compared with the mark each step) and ``DETECT_NAIVE`` (the exact
+margin test on every open account each step). They give bit-identical
+results; the slower two exist for the tests and the benchmarks.
+
+A path changes only the accounts it touches. Before its first change an
+account's row is saved in a journal (``_touch``), so :class:`BookRunner`
+undoes a path in O(changed accounts) and the next path or policy starts from
+the same prepared, sorted book without a copy of it.
+
+Socialised haircuts are lazy: a loss shared by one side adds to that side's
+cumulative haircut per unit of position (``S_HL``/``S_HS``) instead of
+writing every winner's collateral. An account's pending haircut,
+``(H - H at its last settlement) · |qty|``, is settled into its collateral
+when it is next touched, when the book is re-sorted and at the end of the
+path. Detection widens its walk by the pending haircut per unit, so a
+threshold that a haircut moved is never missed; the result equals, to rounding, the eager
+(every winner charged at once) rules of the reference engine.
+
 Accounts are rows of a float64 array ``acct[n, N_ACCT]`` with the columns
 below; the tier table is ``tt[4, k]`` (floor, cap with ``cap[-1] = inf``,
 mmr, maintenance amount). Contracts are linear here: an inverse contract is
