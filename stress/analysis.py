@@ -497,9 +497,10 @@ def _order_statistic_ranks(n: int, level: float, ci: float) -> tuple[int, int]:
     ``P(Bin(n, level) >= u) <= (1 - ci)/2``. ``l = 0`` means no lower bound
     and ``u = n + 1`` no upper bound at this ``ci`` with ``n`` paths.
     """
-    from scipy.stats import binom
+    # scipy.special.bdtr is binom.cdf without importing scipy.stats (≈ 0.8 s at start-up).
+    from scipy.special import bdtr
     a = (1.0 - ci) / 2.0
-    cdf = binom.cdf(np.arange(n + 1), n, level)
+    cdf = bdtr(np.arange(n + 1), n, level)
     low = int(np.searchsorted(cdf, a, side="right"))
     high = int(np.searchsorted(cdf, 1.0 - a, side="left")) + 1
     return low, high

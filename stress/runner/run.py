@@ -30,6 +30,10 @@ RUNTIME_OPTIONS = ("workers", "out", "progress", "scenario", "resume", "backend"
                    "cluster", "on_shard")
 # Characters of a config hash shown in messages.
 SHORT_HASH = 12
+# Below this many account-paths (accounts × paths × policies) a run with the
+# default worker count runs in this process: starting a pool and loading the
+# kernel in every worker (≈ 1–3 s) would cost more than it saves.
+SERIAL_BELOW = 200_000
 
 
 class ShardDone(NamedTuple):
@@ -264,7 +268,8 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
     cfg : Config
         A validated config.
     workers : int, optional
-        Worker processes (default: all cores).
+        Worker processes (default: all cores; a run of fewer than
+        ``SERIAL_BELOW`` account-paths runs in this process).
     out : path, optional
         The run folder (default ``results/<run.name>``).
     on_shard : callable, optional
@@ -294,6 +299,8 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
     keep, unreadable = (finished_shards(run_dir, shards, prep.config_hash) if resume
                         else (set(), []))
     todo = [(k, s, e) for k, s, e in shards if k not in keep]
+    if workers is None and backend == "joblib" and _small(prep):
+        workers = 1
 
     with contextlib.ExitStack() as stack:
         # Opened first: a bad --backend/--scheduler/--workers fails before any deletion.
@@ -317,6 +324,13 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
         write_results([shard_dir / shard_name(k) for k, _, _ in shards], run_dir / RESULTS_FILE,
                       shard_size=cfg.run.shard_size)
     return open_results(run_dir), run_dir
+
+
+def _small(prep: Prepared) -> bool:
+    """Whether a run is too small to be worth a process pool."""
+    cfg = prep.config
+    accounts = len(prep.book) if prep.book is not None else cfg.population.accounts
+    return accounts * cfg.run.paths * len(cfg.policies) < SERIAL_BELOW
 
 
 def _warm_up() -> None:

@@ -82,7 +82,8 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
     # rules, not on the policy), unless the book is redrawn per path.
     runner = None
     if prep.book is not None:
-        runner = BookRunner(kernel_accounts(prep.book, inverse), tt, params[0])
+        runner = BookRunner(kernel_accounts(prep.book, inverse), tt, params[0],
+                            reorder=True)
     for j, path in enumerate(range(start, stop)):
         rng = path_rng(cfg.run.seed, path)
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)

@@ -114,3 +114,43 @@ def test_a_resorting_path_is_undone():
         assert out1[INDEX["funding_volume"]] > 0
         return
     pytest.fail("no case with a large enough book")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_reordered_book_is_the_book_in_walk_order(seed):
+    # reorder=True stores the rows in walk order (longs by falling threshold, then
+    # shorts by rising threshold, then closed accounts): exactly a plain runner on the
+    # book permuted so, with set_column and the final accounts in the caller's order.
+    acct, market, layers, kw = case(seed)
+    tt = tier_array(small_tiers())
+    ordered = BookRunner(acct.copy(), tt, make_params(**kw), reorder=True)
+    nl, ns = ordered.n_long, ordered.n_short
+    thr = ordered.base[:, 3]
+    assert np.all(ordered.base[:nl, 0] > 0) and np.all(ordered.base[nl:nl + ns, 0] < 0)
+    assert np.all(np.diff(thr[:nl]) <= 0) and np.all(np.diff(thr[nl:nl + ns]) >= 0)
+    assert sorted(ordered.perm) == list(range(len(acct)))
+    u = np.random.default_rng(seed).random(len(acct))
+    ordered.set_column(7, u)
+    permuted = acct[ordered.perm]
+    permuted[:, 7] = u[ordered.perm]
+    plain = BookRunner(permuted, tt, make_params(**kw))
+    got, want = run(ordered, market, layers, kw), run(plain, market, layers, kw)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    back = np.empty_like(want[2])
+    back[ordered.perm] = want[2]
+    np.testing.assert_array_equal(got[2], back)
+    np.testing.assert_array_equal(got[2][:, 7], u)
+
+
+def test_the_radix_sort_of_losses_equals_numpy_sort():
+    # The Gini's sort of the losses: a radix sort of the bit patterns above 2,000
+    # values, numba's sort below; both the same sorted array as numpy's.
+    from stress.exchange.kernels import _sort_nonnegative
+    rng = np.random.default_rng(7)
+    for m in (0, 1, 2, 1999, 2001, 45_000):
+        for x in (rng.pareto(1.3, m) * 1e4, np.round(rng.random(m), 2), np.full(m, 3.5),
+                  rng.random(m) * 1e-300, np.where(rng.random(m) < 0.5, 0.0, rng.random(m))):
+            y = x.copy()
+            _sort_nonnegative(y)
+            np.testing.assert_array_equal(y, np.sort(x))
