@@ -28,6 +28,9 @@ ENGINE = "netcdf4"
 # Bytes of the largest variable per chunk of results.nc (a multiple of the
 # shard size along path): big enough for fast reads, small enough to stream.
 CHUNK_BYTES = 4 * 2 ** 20
+# Below this in-memory size, results.nc is written from the shards concatenated in
+# memory (faster for small runs); above it, streamed chunk by chunk.
+EAGER_BYTES = 64 * 2 ** 20
 
 _SHARD_RE = re.compile(r"^shard-(\d{6,})\.nc$")
 
@@ -113,14 +116,35 @@ def combine(shard_paths: list[Path]) -> xr.Dataset:
     xarray.Dataset
         Dask-backed, one chunk per shard along ``path``.
     """
-    paths = sorted((Path(p) for p in shard_paths),
-                   key=lambda p: (shard_index(p) is None, shard_index(p) or 0, str(p)))
+    paths = _in_order(shard_paths)
     if not paths:
         raise StressError("no shard files to combine")
     return xr.open_mfdataset(
         [str(p) for p in paths], engine=ENGINE, chunks={}, combine="nested",
-        concat_dim="path", data_vars="minimal", coords="minimal", compat="override",
-        join="exact", combine_attrs="drop_conflicts", parallel=False)
+        concat_dim="path", parallel=False, **_COMBINE)
+
+
+# How shards combine along ``path`` (open_mfdataset and xr.concat alike).
+_COMBINE = dict(data_vars="minimal", coords="minimal", compat="override", join="exact",
+                combine_attrs="drop_conflicts")
+
+
+def _in_order(shard_paths) -> list[Path]:
+    return sorted((Path(p) for p in shard_paths),
+                  key=lambda p: (shard_index(p) is None, shard_index(p) or 0, str(p)))
+
+
+def _eager_size(shard_paths) -> float:
+    """The in-memory size of the combined shards, estimated from the first one (inf
+    when it cannot be read)."""
+    paths = _in_order(shard_paths)
+    if not paths:
+        raise StressError("no shard files to combine")
+    try:
+        with xr.open_dataset(paths[0], engine=ENGINE) as first:
+            return first.nbytes * len(paths)
+    except (OSError, ValueError):
+        return math.inf
 
 
 def path_chunk(ds: xr.Dataset, base: int, target_bytes: int = CHUNK_BYTES) -> int:
@@ -154,6 +178,12 @@ def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = 
     """
     import dask
 
+    if _eager_size(shard_paths) <= EAGER_BYTES:
+        # A small run: concatenated in memory and written at once (no dask graph).
+        parts = [read_shard(p) for p in _in_order(shard_paths)]
+        ds = xr.concat(parts, dim="path", **_COMBINE)
+        write_atomic(ds, path)
+        return Path(path)
     with combine(shard_paths) as ds:
         if shard_size is None:
             shard_size = ds.shortfall.chunks[ds.shortfall.dims.index("path")][0] \
