@@ -1586,6 +1586,15 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         step_mark = mark
         rounds = 0
         while True:
+            # Most steps trigger nothing: the heads of the sorted sides tell, without
+            # the call of _detect and its two dozen arguments (≈ 300 ns a step).
+            quiet = detect == DETECT_SORTED and n_loose == 0
+            if quiet and lhead < nl:
+                quiet = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL] < mark
+            if quiet and shead < ns:
+                quiet = skey[shead] - (st[S_HS0] - st[S_HS]) * st[S_GS] > mark
+            if quiet:
+                break
             m = _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead,
                         shead, nl, ns, is_loose, loose, n_loose, cand, act, fwork, st)
             # Alerts (and top-ups) first; the stops and liquidations are the orders.
