@@ -1576,7 +1576,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                              params[P_FUNDING_CAP])
             out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, tt, params, touched, fwork,
                                                 iwork, st)
-            n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+            if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
+                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
             premium_sum = 0.0
             premium_n = 0
             if n_loose > max_loose:
@@ -1610,7 +1611,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     act[n_orders] = act[j]
                     n_orders += 1
             if alerted:
-                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+                if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
+                    n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
             if n_orders == 0:
                 break
             if rounds == max_rounds:
@@ -1706,7 +1708,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                         n_pend, fwork, iwork, st)
                 elif sf > 0.0:
                     out[RESIDUAL] += sf
-            n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+            if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
+                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
             while lhead < nl and acct[lorder[lhead], Q] == 0.0:
                 lhead += 1
             while shead < ns and acct[sorder[shead], Q] == 0.0:
@@ -1746,7 +1749,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp,
                                pend_x, n_pend, fwork, iwork, st)
             n_pend = 0
-            n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+            if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
+                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
         if social and boundary:
             st[S_PERIOD] += 1.0
             st[S_PMARK] = mark
