@@ -248,7 +248,7 @@ def split_worker_time(cfg, sample: int) -> dict:
         from stress.runner.variables import P
         rich[P["fund_initial"]] = 1e30
     t_book = time.perf_counter()
-    runner = BookRunner(kernel_accounts(prep.book, False), tt, params[0])
+    runner = BookRunner(kernel_accounts(prep.book, False), tt, params[0], reorder=True)
     t_book = time.perf_counter() - t_book
     out = np.empty(N_METRICS)
     traj = np.empty(trajectory_length(cfg.run.steps, fund_record_steps(cfg)))

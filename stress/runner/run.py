@@ -22,9 +22,9 @@ from stress.config import Config, RunConfig, load_config
 from stress.errors import ConfigError, StressError
 from stress.runner.backends import open_backend
 from stress.runner.prepare import Prepared, prepare
-from stress.runner.store import (ENGINE, RESULTS_FILE, SHARD_TEMP_GLOB, SHARDS_DIR,
-                                 open_results, shard_files, shard_index, shard_name,
-                                 write_atomic, write_results)
+from stress.runner.store import (EAGER_BYTES, ENGINE, RESULTS_FILE, SHARD_TEMP_GLOB,
+                                 SHARDS_DIR, open_results, shard_files, shard_index,
+                                 shard_name, write_atomic, write_results)
 
 RUNTIME_OPTIONS = ("workers", "out", "progress", "scenario", "resume", "backend", "scheduler",
                    "cluster", "on_shard")
@@ -302,6 +302,7 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
     if workers is None and backend == "joblib" and _small(prep):
         workers = 1
 
+    held: dict[Path, xr.Dataset] = {}
     with contextlib.ExitStack() as stack:
         # Opened first: a bad --backend/--scheduler/--workers fails before any deletion.
         pool = (stack.enter_context(open_backend(
@@ -316,13 +317,17 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
             from stress.runner.shard import to_dataset
             _warm_up()
             for index, start, stop, seconds, res, fund in pool.map(_shard_task, prep, todo):
-                write_atomic(to_dataset(res, prep, start, fund), shard_dir / shard_name(index))
-                del res, fund
+                ds = to_dataset(res, prep, start, fund)
+                target = write_atomic(ds, shard_dir / shard_name(index))
+                # A small run's shards stay in memory for results.nc (not read back).
+                if ds.nbytes * len(shards) <= EAGER_BYTES:
+                    held[target] = ds
+                del res, fund, ds
                 if on_shard:
                     on_shard(ShardDone(index, start, stop, seconds, False))
     if todo or not _results_current(run_dir, prep.config_hash, cfg.run.paths):
         write_results([shard_dir / shard_name(k) for k, _, _ in shards], run_dir / RESULTS_FILE,
-                      shard_size=cfg.run.shard_size)
+                      shard_size=cfg.run.shard_size, held=held)
     return open_results(run_dir), run_dir
 
 

@@ -160,7 +160,8 @@ def path_chunk(ds: xr.Dataset, base: int, target_bytes: int = CHUNK_BYTES) -> in
     return int(min(n, max(1, ds.sizes.get("path", 1))))
 
 
-def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = None) -> Path:
+def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = None,
+                  held: dict | None = None) -> Path:
     """Combine shard files (:func:`combine`) and stream them into ``path`` atomically.
 
     Chunks of :func:`path_chunk` paths are read, compressed and written one at
@@ -175,12 +176,16 @@ def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = 
     shard_size : int, optional
         Paths per shard (default: the first shard's), so that chunks hold
         whole shards.
+    held : dict, optional
+        Shards the caller still holds in memory, by file path (the same data as
+        the files): a small run is combined from them without reading them back.
     """
     import dask
 
+    held = held or {}
     if _eager_size(shard_paths) <= EAGER_BYTES:
         # A small run: concatenated in memory and written at once (no dask graph).
-        parts = [read_shard(p) for p in _in_order(shard_paths)]
+        parts = [held[p] if p in held else read_shard(p) for p in _in_order(shard_paths)]
         ds = xr.concat(parts, dim="path", **_COMBINE)
         write_atomic(ds, path)
         return Path(path)
