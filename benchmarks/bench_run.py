@@ -326,7 +326,7 @@ def big_run(args) -> None:
     print(f"    pool start-up and the first shard               {until_first - t['prepare']:7.2f} s")
     print(f"    shard files written by the driver ({t['shards']} shards)  "
           f"{t['shard_writes']:7.2f} s")
-    print(f"    combine into results.nc (streamed)              {t['combine']:7.2f} s")
+    print(f"    combine into results.nc                         {t['combine']:7.2f} s")
     print(f"    exit (close, interpreter teardown)              {finish:7.2f} s")
     print(f"  worker compute: {t['compute']:.1f} s in all over {os.cpu_count()} workers "
           f"({t['compute'] / args.big_paths * 1e3:.2f} ms per path, slowest shard "
