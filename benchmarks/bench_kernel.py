@@ -83,17 +83,26 @@ def crash_path(steps: int, seed: int = SEED) -> np.ndarray:
     """Deterministic path of ``steps + 1`` prices from ``S0``: GBM noise, a crash of
     ≈ −15% over 20 minutes (sin² profile) at 5/12 of the path, then a partial
     rebound (40% of the fall, in log terms) over the next 3 hours."""
+    return wick_path(steps, CRASH_DEPTH, seed, CRASH_MINUTES, REBOUND, REBOUND_MINUTES)
+
+
+def wick_path(steps: int, depth: float, seed: int, minutes: int, rebound: float,
+              rebound_minutes: int) -> np.ndarray:
+    """Deterministic path of ``steps + 1`` prices from ``S0``: GBM noise (``SIGMA``), a
+    fall of ``depth`` (sin² profile over ``minutes``) at 5/12 of the path, then
+    ``rebound`` of the fall (in log terms) won back linearly over ``rebound_minutes``."""
     dt = STEP_MINUTES / (365.0 * 24.0 * 60.0)
     lr = SIGMA * math.sqrt(dt) * rng_for(seed, 1).standard_normal(steps) - 0.5 * SIGMA**2 * dt
-    start = (steps * 5) // 12
-    length = max(1, min(CRASH_MINUTES, steps - start))
-    fall = math.log(1.0 - CRASH_DEPTH)
-    w = np.sin(np.linspace(0.0, math.pi, length + 2)[1:-1]) ** 2
-    lr[start:start + length] += fall * w / w.sum()
-    r0 = start + length
-    rl = max(0, min(REBOUND_MINUTES, steps - r0))
-    if rl:
-        lr[r0:r0 + rl] -= fall * REBOUND / rl
+    if depth > 0:
+        start = (steps * 5) // 12
+        length = max(1, min(minutes, steps - start))
+        fall = math.log(1.0 - depth)
+        w = np.sin(np.linspace(0.0, math.pi, length + 2)[1:-1]) ** 2
+        lr[start:start + length] += fall * w / w.sum()
+        r0 = start + length
+        rl = max(0, min(rebound_minutes, steps - r0))
+        if rl:
+            lr[r0:r0 + rl] -= fall * rebound / rl
     return S0 * np.exp(np.concatenate(([0.0], np.cumsum(lr))))
 
 

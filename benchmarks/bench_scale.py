@@ -136,24 +136,9 @@ def fmt_ns(ns: float) -> str:
 def wick_path(steps: int, depth: float, seed: int = SEED, minutes: int = WICK_MINUTES,
               rebound: float = WICK_REBOUND,
               rebound_minutes: int = WICK_REBOUND_MINUTES) -> np.ndarray:
-    """Deterministic path of ``steps + 1`` prices from ``S0`` with the same GBM noise as
-    ``bench_kernel.crash_path``: a wick of ``depth`` (sin² profile over ``minutes``) at
-    5/12 of the path, then ``rebound`` of the fall (in log terms) won back linearly
-    over ``rebound_minutes``."""
-    dt = bk.STEP_MINUTES / (365.0 * 24.0 * 60.0)
-    lr = (bk.SIGMA * math.sqrt(dt) * bk.rng_for(seed, 1).standard_normal(steps)
-          - 0.5 * bk.SIGMA ** 2 * dt)
-    if depth > 0:
-        start = (steps * 5) // 12
-        length = max(1, min(minutes, steps - start))
-        fall = math.log(1.0 - depth)
-        w = np.sin(np.linspace(0.0, math.pi, length + 2)[1:-1]) ** 2
-        lr[start:start + length] += fall * w / w.sum()
-        r0 = start + length
-        rl = max(0, min(rebound_minutes, steps - r0))
-        if rl:
-            lr[r0:r0 + rl] -= fall * rebound / rl
-    return bk.S0 * np.exp(np.concatenate(([0.0], np.cumsum(lr))))
+    """``bench_kernel.wick_path`` (the same GBM noise as its crash path) with this
+    benchmark's realistic wick by default."""
+    return bk.wick_path(steps, depth, seed, minutes, rebound, rebound_minutes)
 
 
 def describe_path(prices: np.ndarray) -> str:

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from stress import __version__
+from stress.runner.sweep_cli import BACKEND_OPTION, CLUSTER_OPTION, SCHEDULER_OPTION
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Monte Carlo stress tests of a perpetual-futures venue's insurance fund, "
@@ -93,12 +94,9 @@ def run(
     resume: bool = typer.Option(
         False, "--resume", help="Keep the finished shards of an interrupted run of the same "
                                 "config in the output folder and run only the rest."),
-    backend: str = typer.Option("joblib", "--backend", help="joblib (local processes) or dask."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler",
-                                            help="Dask scheduler address, tcp://HOST:PORT."),
-    cluster: Optional[str] = typer.Option(
-        None, "--cluster", help="Dask cluster to start: local, or slurm / pbs (the config's "
-                                "cluster: block)."),
+    backend: str = BACKEND_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
+    cluster: Optional[str] = CLUSTER_OPTION,
 ) -> None:
     """Run a stress test, write results/<name>/results.nc and print a summary.
 

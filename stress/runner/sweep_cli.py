@@ -10,6 +10,14 @@ import typer
 
 EXIT_USER_ERROR = 2
 
+# Where runs compute: the options `stress run` and `stress sweep` share.
+BACKEND_OPTION = typer.Option("joblib", "--backend", help="joblib (local processes) or dask.")
+SCHEDULER_OPTION = typer.Option(None, "--scheduler",
+                                help="Dask scheduler address, tcp://HOST:PORT.")
+CLUSTER_OPTION = typer.Option(
+    None, "--cluster", help="Dask cluster to start: local, or slurm / pbs (the config's "
+                            "cluster: block).")
+
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
@@ -33,12 +41,9 @@ def sweep(
                                  "(see `stress scenarios`)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the finished points and shards of "
                                                         "an interrupted sweep of the same grid."),
-    backend: str = typer.Option("joblib", "--backend", help="joblib (local processes) or dask."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler",
-                                            help="Dask scheduler address, tcp://HOST:PORT."),
-    cluster: Optional[str] = typer.Option(
-        None, "--cluster", help="Dask cluster to start: local, or slurm / pbs (the config's "
-                                "cluster: block)."),
+    backend: str = BACKEND_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
+    cluster: Optional[str] = CLUSTER_OPTION,
 ) -> None:
     """Run a config over the Cartesian grid of --set values with common random numbers."""
     import time
