@@ -1096,7 +1096,7 @@ def _fairness(acct, out, fwork, iwork, st, extra):
     st[S_NELIG] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
             is_loose, loose, n_loose, cand, act, fwork, st):
     """Accounts with something to do at ``mark`` into ``cand`` (actions in ``act``), in
