@@ -328,3 +328,31 @@ def test_throughput_counts_resumed_shards_but_not_into_the_rate():
     assert t.eta_text() == "ETA 14 min 20 s"
     assert runmod.duration(7384) == "2 h 03 min"
     assert np.isclose(t.rate(), 500 / (100 + 500 / 410))
+
+
+def test_a_small_run_with_default_workers_runs_in_this_process(tiny, tmp_path, monkeypatch):
+    # 400 accounts × 18 paths × 1 policy is far below SERIAL_BELOW: no pool is started,
+    # and the results are those of a two-worker run.
+    import stress.runner.backends as backends
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for a small run")
+
+    cfg = load_config(tiny[0])
+    two = load(execute(cfg, workers=2, out=tmp_path / "two")[1] / RESULTS_FILE)
+    monkeypatch.setattr(backends, "Joblib", no_pool)
+    ds, run_dir = execute(cfg, out=tmp_path / "default")
+    ds.close()
+    xr.testing.assert_identical(load(run_dir / RESULTS_FILE), two)
+
+
+def test_results_combined_in_memory_equal_the_streamed_ones(tiny, tmp_path, monkeypatch):
+    # Below EAGER_BYTES the shards are concatenated in memory; above it, streamed
+    # through open_mfdataset: the same results.nc either way.
+    import stress.runner.store as store
+    cfg = load_config(tiny[0])
+    eager = load(execute(cfg, workers=1, out=tmp_path / "eager")[1] / RESULTS_FILE)
+    monkeypatch.setattr(store, "EAGER_BYTES", 0)
+    monkeypatch.setattr(runmod, "EAGER_BYTES", 0)
+    streamed = load(execute(cfg, workers=1, out=tmp_path / "streamed")[1] / RESULTS_FILE)
+    xr.testing.assert_identical(eager, streamed)
