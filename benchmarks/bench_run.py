@@ -22,8 +22,8 @@ d. **The big run**: ``stress run`` of ``configs/default.yaml`` at 100,000
    start-up (interpreter, imports, config, book, pool), worker compute, and
    the driver's shard writes and final combine (timed inside the run), with
    the worker compute split into path generation, kernel and the kernel's ADL
-   (ranking and closes) from a sample of ``--sample`` paths timed
-   step by step in this process.
+   (ranking and closes) from a sample of ``--sample`` paths spread evenly over
+   the run, timed in this process.
 
 Usage::
 
@@ -263,8 +263,11 @@ def split_worker_time(cfg, sample: int) -> dict:
     kern = np.zeros((n_pol, sample))
     no_adl = np.zeros(sample)
     liq = np.zeros(sample)
-    for j in range(sample + 1):  # path 0 twice: the first run warms every code path
-        path = max(0, j - 1)
+    # Paths spread evenly over the run (path costs vary a lot with the path's moves);
+    # the first one twice: its first run warms every code path.
+    picks = np.linspace(0, cfg.run.paths - 1, sample).astype(int)
+    for j in range(sample + 1):
+        path = int(picks[max(0, j - 1)])
         t0 = time.perf_counter()
         rng = path_rng(cfg.run.seed, path)
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
@@ -355,7 +358,7 @@ def main(argv=None) -> int:
     ap.add_argument("--big-paths", type=int, default=10_000)
     ap.add_argument("--scale-paths", type=int, default=800)
     ap.add_argument("--tasks", type=int, default=500)
-    ap.add_argument("--sample", type=int, default=40)
+    ap.add_argument("--sample", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     args = ap.parse_args(argv)
     if args.quick:
