@@ -106,6 +106,17 @@ def wick_path(steps: int, depth: float, seed: int, minutes: int, rebound: float,
     return S0 * np.exp(np.concatenate(([0.0], np.cumsum(lr))))
 
 
+def report_agreement(engine: str, bad: list[str], accounts: int) -> bool:
+    """Print whether the kernel agreed with ``engine`` (``bad``: the metrics that
+    differ, from :func:`disagreements`); returns whether it did."""
+    if bad:
+        print(f"DISAGREEMENT kernel vs {engine} ({accounts:,} accounts): " + "; ".join(bad))
+        return False
+    print(f"kernel and {engine} agree on all {len(PATH_METRICS)} metrics at {accounts:,} "
+          f"accounts (rtol {RTOL:g})")
+    return True
+
+
 def make_book(accounts: int, tiers, seed: int = SEED) -> Book:
     cfg = SyntheticPopulation(kind="synthetic", accounts=accounts)
     return synthetic_book(cfg, tiers, S0, rng_for(seed))
@@ -283,20 +294,9 @@ def main(argv=None) -> int:
         same = abs(a - b) <= RTOL * max(abs(a), abs(b))
         print(f"agreement {key}: kernel {a!r}, numpy {b!r} -> {'ok' if same else 'DIFFER'}")
         ok &= same
-    if np_bad:
-        ok = False
-        print(f"DISAGREEMENT kernel vs numpy ({n:,} accounts, seed {args.seed}): "
-              + "; ".join(np_bad))
-    else:
-        print(f"kernel and numpy agree on all {len(PATH_METRICS)} metrics (rtol {RTOL:g})")
+    ok &= report_agreement("numpy", np_bad, n)
     if n_py > 0:
-        if py_bad:
-            ok = False
-            print(f"DISAGREEMENT kernel vs pure Python ({n_py:,} accounts, seed {args.seed}): "
-                  + "; ".join(py_bad))
-        else:
-            print(f"kernel and pure Python agree on all {len(PATH_METRICS)} metrics at "
-                  f"{n_py:,} accounts (rtol {RTOL:g})")
+        ok &= report_agreement("pure Python", py_bad, n_py)
 
     r1 = (work / t_kern) / rate_np
     r2 = (work / (t_kern + t_prep)) / rate_np

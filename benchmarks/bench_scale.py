@@ -313,21 +313,10 @@ def compare_engines(label: str, prices: np.ndarray, case: KernelCase, args, smal
     if ok:
         print(f"numba modes (sorted, scan, naive) bit-identical on all {len(PATH_METRICS)} metrics")
     if m_np is not None:
-        bad = bk.disagreements(m_sorted, m_np)
-        if bad:
-            ok = False
-            print(f"DISAGREEMENT kernel vs numpy ({n:,} accounts): " + "; ".join(bad))
-        else:
-            print(f"kernel and numpy agree on all {len(PATH_METRICS)} metrics (rtol {bk.RTOL:g})")
+        ok &= bk.report_agreement("numpy", bk.disagreements(m_sorted, m_np), n)
     if m_py is not None:
-        bad = bk.disagreements(m_small, m_py)
-        if bad:
-            ok = False
-            print(f"DISAGREEMENT kernel vs pure Python ({len(small_case.book):,} accounts): "
-                  + "; ".join(bad))
-        else:
-            print(f"kernel and pure Python agree on all {len(PATH_METRICS)} metrics at "
-                  f"{len(small_case.book):,} accounts (rtol {bk.RTOL:g})")
+        ok &= bk.report_agreement("pure Python", bk.disagreements(m_small, m_py),
+                                  len(small_case.book))
     return dict(ok=ok, t_sorted=t_sorted, t_naive=t_naive, t_scan=t_scan, t_np=t_np,
                 t_floor=t_floor, t_setup=t_setup, t_amort=t_amort, share=nliq / n,
                 naive_ns=t_naive / work * 1e9)
