@@ -1787,6 +1787,18 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     return st[S_FUND]
 
 
+@njit(cache=True, inline="always")
+def _neumaier(total, comp, v):
+    """One step of a compensated (Neumaier) sum: ``(total + v, its rounding error
+    accumulated into comp)``; the sum is ``total + comp``."""
+    t = total + v
+    if abs(total) >= abs(v):
+        comp += (total - t) + v
+    else:
+        comp += (v - t) + total
+    return t, comp
+
+
 @njit(cache=True)
 def _owed(acct, fwork, iwork, st, extra):
     """End of path: the lazy haircuts still owed, as losses of the accounts that
@@ -1806,12 +1818,7 @@ def _owed(acct, fwork, iwork, st, extra):
         else:
             extra[k] = d
             k += 1
-        t = total + d
-        if abs(total) >= abs(d):
-            comp += (total - t) + d
-        else:
-            comp += (d - t) + total
-        total = t
+        total, comp = _neumaier(total, comp, d)
     st[S_OWED] = total + comp
     return k
 
@@ -1827,12 +1834,7 @@ def _cash_change(acct, fwork, iwork, st):
     for j in range(int(st[S_NDIRTY])):
         i = iwork[I_DIRTY, j]
         v = acct[i, C] - fwork[F_C0, i]
-        t = total + v
-        if abs(total) >= abs(v):
-            comp += (total - t) + v
-        else:
-            comp += (v - t) + total
-        total = t
+        total, comp = _neumaier(total, comp, v)
     return total + comp
 
 
