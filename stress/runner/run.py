@@ -22,8 +22,8 @@ from stress.config import Config, RunConfig, load_config
 from stress.errors import ConfigError, StressError
 from stress.runner.backends import open_backend
 from stress.runner.prepare import Prepared, prepare
-from stress.runner.store import (EAGER_BYTES, ENGINE, RESULTS_FILE, SHARD_TEMP_GLOB,
-                                 SHARDS_DIR, open_results, shard_files, shard_index,
+from stress.runner.store import (ENGINE, RESULTS_FILE, SHARD_TEMP_GLOB, SHARDS_DIR,
+                                 fits_in_memory, open_results, shard_files, shard_index,
                                  shard_name, write_atomic, write_results)
 
 RUNTIME_OPTIONS = ("workers", "out", "progress", "scenario", "resume", "backend", "scheduler",
@@ -320,7 +320,7 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
                 ds = to_dataset(res, prep, start, fund)
                 target = write_atomic(ds, shard_dir / shard_name(index))
                 # A small run's shards stay in memory for results.nc (not read back).
-                if ds.nbytes * len(shards) <= EAGER_BYTES:
+                if fits_in_memory(ds.nbytes, len(shards)):
                     held[target] = ds
                 del res, fund, ds
                 if on_shard:

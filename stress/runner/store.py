@@ -3,8 +3,9 @@
 A run folder holds ``shards/shard-NNNNNN.nc`` (one per shard, written by the
 driver as each shard finishes) and ``results.nc``, the shards concatenated
 along ``path``. Shards are combined lazily (``xarray.open_mfdataset``, dask)
-and ``results.nc`` is streamed chunk by chunk, so the memory a run needs does
-not grow with its number of paths.
+and ``results.nc`` is streamed chunk by chunk (below ``EAGER_BYTES`` they are
+concatenated in memory instead), so the memory a run needs does not grow with
+its number of paths.
 """
 
 from __future__ import annotations
@@ -134,15 +135,19 @@ def _in_order(shard_paths) -> list[Path]:
                   key=lambda p: (shard_index(p) is None, shard_index(p) or 0, str(p)))
 
 
-def _eager_size(shard_paths) -> float:
-    """The in-memory size of the combined shards, estimated from the first one (inf
-    when it cannot be read)."""
-    paths = _in_order(shard_paths)
-    if not paths:
-        raise StressError("no shard files to combine")
+def fits_in_memory(shard_nbytes: float, n_shards: int) -> bool:
+    """Whether ``n_shards`` shards of ``shard_nbytes`` each are combined in memory
+    (below ``EAGER_BYTES``) rather than streamed."""
+    return shard_nbytes * n_shards <= EAGER_BYTES
+
+
+def _shard_nbytes(path: Path, held: dict) -> float:
+    """The in-memory size of one shard (inf when it cannot be read)."""
+    if path in held:
+        return held[path].nbytes
     try:
-        with xr.open_dataset(paths[0], engine=ENGINE) as first:
-            return first.nbytes * len(paths)
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            return ds.nbytes
     except (OSError, ValueError):
         return math.inf
 
@@ -162,10 +167,12 @@ def path_chunk(ds: xr.Dataset, base: int, target_bytes: int = CHUNK_BYTES) -> in
 
 def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = None,
                   held: dict | None = None) -> Path:
-    """Combine shard files (:func:`combine`) and stream them into ``path`` atomically.
+    """Combine shard files into ``path`` atomically.
 
-    Chunks of :func:`path_chunk` paths are read, compressed and written one at
-    a time, so memory stays bounded whatever the number of paths.
+    Shards that fit in memory (:func:`fits_in_memory`) are concatenated and
+    written at once. Larger runs are combined lazily (:func:`combine`) and
+    streamed: chunks of :func:`path_chunk` paths are read, compressed and
+    written one at a time, so memory stays bounded whatever the number of paths.
 
     Parameters
     ----------
@@ -183,9 +190,12 @@ def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = 
     import dask
 
     held = held or {}
-    if _eager_size(shard_paths) <= EAGER_BYTES:
+    paths = _in_order(shard_paths)
+    if not paths:
+        raise StressError("no shard files to combine")
+    if fits_in_memory(_shard_nbytes(paths[0], held), len(paths)):
         # A small run: concatenated in memory and written at once (no dask graph).
-        parts = [held[p] if p in held else read_shard(p) for p in _in_order(shard_paths)]
+        parts = [held[p] if p in held else read_shard(p) for p in paths]
         ds = xr.concat(parts, dim="path", **_COMBINE)
         write_atomic(ds, path)
         return Path(path)

@@ -353,6 +353,5 @@ def test_results_combined_in_memory_equal_the_streamed_ones(tiny, tmp_path, monk
     cfg = load_config(tiny[0])
     eager = load(execute(cfg, workers=1, out=tmp_path / "eager")[1] / RESULTS_FILE)
     monkeypatch.setattr(store, "EAGER_BYTES", 0)
-    monkeypatch.setattr(runmod, "EAGER_BYTES", 0)
     streamed = load(execute(cfg, workers=1, out=tmp_path / "streamed")[1] / RESULTS_FILE)
     xr.testing.assert_identical(eager, streamed)
