@@ -307,7 +307,7 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
         # Opened first: a bad --backend/--scheduler/--workers fails before any deletion.
         pool = (stack.enter_context(open_backend(
             backend, workers, scheduler=scheduler, cluster=cluster,
-            cluster_config=getattr(cfg, "cluster", None), n_tasks=len(todo)))
+            cluster_config=cfg.cluster, n_tasks=len(todo)))
             if todo else None)
         _prepare_folder(run_dir, resume, unreadable)
         for k, s, e in shards:
@@ -315,7 +315,8 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
                 on_shard(ShardDone(k, s, e, 0.0, True))
         if todo:
             from stress.runner.shard import to_dataset
-            _warm_up()
+            if pool.workers > 1:  # in this process the first shard compiles it anyway
+                _warm_up()
             for index, start, stop, seconds, res, fund in pool.map(_shard_task, prep, todo):
                 ds = to_dataset(res, prep, start, fund)
                 target = write_atomic(ds, shard_dir / shard_name(index))
