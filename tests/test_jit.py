@@ -1,0 +1,53 @@
+"""``stress._jit.borrowed``: the same array, without reference counting in compiled code."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from stress._jit import NUMBA_DISABLED, borrowed, njit
+
+
+@njit
+def _fill_borrowed(a, b, k):
+    """Writes through borrowed views (2-D rows and a 1-D slice), calls a helper with
+    them in a loop, allocates and returns a new array: what the kernels do."""
+    a = borrowed(a)
+    b = borrowed(b)
+    row = a[1]
+    for j in range(k):
+        _bump(row, b[:3], j)
+    return a.sum() + b.sum(), b[:3].copy()
+
+
+@njit
+def _bump(row, head, j):
+    if j % 2 == 0:
+        row[j % row.shape[0]] += 1.0
+    else:
+        head[j % 3] -= 0.5
+
+
+def test_borrowed_is_the_array_in_python():
+    a = np.arange(3.0)
+    assert borrowed(a) is a
+
+
+def test_borrowed_views_write_to_the_caller_array_and_leave_refcounts_alone():
+    a = np.zeros((3, 4))
+    b = np.arange(6.0)
+    refs = (sys.getrefcount(a), sys.getrefcount(b))
+    total, head = _fill_borrowed(a, b, 10)
+    # j = 0, 2, 4, 6, 8 add 1 to a[1, j % 4] (columns 0, 2, 0, 2, 0);
+    # j = 1, 3, 5, 7, 9 take 0.5 from b[j % 3] (items 1, 0, 2, 1, 0)
+    np.testing.assert_array_equal(a[1], [3.0, 0.0, 2.0, 0.0])
+    np.testing.assert_array_equal(b, [-1.0, 0.0, 1.5, 3.0, 4.0, 5.0])
+    assert total == 5.0 + 12.5
+    np.testing.assert_array_equal(head, b[:3])
+    head[0] = 99.0  # a copy, owned: not a view of b
+    assert b[0] == -1.0
+    for _ in range(1000):  # a leak or a double free would show in the counts
+        _fill_borrowed(a, b, 3)
+    assert (sys.getrefcount(a), sys.getrefcount(b)) == refs
+    assert NUMBA_DISABLED or hasattr(_fill_borrowed, "signatures")
