@@ -14,6 +14,7 @@ or returns.
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 NUMBA_DISABLED = os.environ.get("STRESS_DISABLE_NUMBA", "").strip() not in ("", "0")
 
@@ -22,6 +23,33 @@ def borrowed(a):
     """``a`` itself; in compiled code, a view of ``a`` that is not reference counted
     (valid while the caller holds ``a``)."""
     return a
+
+
+# What the command line prints when numba compiles instead of loading its cache.
+COMPILE_NOTICE = ("Compiling the kernels with numba: once after installing or upgrading, "
+                  "1-3 minutes on 2 cores; later runs load them from the cache.")
+
+
+def on_first_compile(notify: Callable[[], None]) -> None:
+    """Call ``notify()`` the first time numba compiles something in this process from
+    now on (a cache miss: loading the cache does not count). For command-line
+    commands, whose process ends with them."""
+    if NUMBA_DISABLED:
+        return
+    from numba.core import event
+
+    class Once(event.Listener):
+        fired = False
+
+        def on_start(self, ev):
+            if not self.fired:
+                self.fired = True
+                notify()
+
+        def on_end(self, ev):
+            pass
+
+    event.register("numba:compile", Once())
 
 
 if NUMBA_DISABLED:

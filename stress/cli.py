@@ -107,6 +107,7 @@ def run(
 
     from rich.console import Console
 
+    from stress._jit import COMPILE_NOTICE, on_first_compile
     from stress.errors import StressError
     from stress.report.summary import summary_table
     from stress.runner.run import Throughput, execute, plan, resolve_config
@@ -116,6 +117,7 @@ def run(
         cfg = resolve_config(config, {}, scenario)
     except StressError as e:
         _fail(str(e))
+    on_first_compile(lambda: typer.echo(COMPILE_NOTICE, err=True))
     t0 = time.perf_counter()
     bar = not no_progress and sys.stderr.isatty()
     where = dict(backend=backend, scheduler=scheduler, cluster=cluster, resume=resume)

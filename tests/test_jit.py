@@ -51,3 +51,19 @@ def test_borrowed_views_write_to_the_caller_array_and_leave_refcounts_alone():
         _fill_borrowed(a, b, 3)
     assert (sys.getrefcount(a), sys.getrefcount(b)) == refs
     assert NUMBA_DISABLED or hasattr(_fill_borrowed, "signatures")
+
+
+def test_on_first_compile_calls_back_once_on_a_cache_miss():
+    from stress._jit import on_first_compile
+
+    calls = []
+    on_first_compile(lambda: calls.append("compiling"))
+
+    @njit
+    def plus_one(x):
+        return x + 1
+
+    assert calls == []  # nothing compiled yet (numba compiles on the first call)
+    assert plus_one(1) == 2
+    assert plus_one(1.5) == 2.5  # a second signature: a second compile, no second call
+    assert calls == ([] if NUMBA_DISABLED else ["compiling"])

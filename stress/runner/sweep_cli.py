@@ -50,6 +50,7 @@ def sweep(
 
     from rich.console import Console
 
+    from stress._jit import COMPILE_NOTICE, on_first_compile
     from stress.errors import ConfigError, StressError
     from stress.runner.run import resolve_config
     from stress.runner.sweep import (PointDone, _paths_done, execute_sweep, parse_assignment,
@@ -67,6 +68,7 @@ def sweep(
     except StressError as e:
         _fail(str(e))
 
+    on_first_compile(lambda: typer.echo(COMPILE_NOTICE, err=True))
     n = len(plan.points)
     t0 = time.perf_counter()
     show = not no_progress and sys.stderr.isatty()
