@@ -368,7 +368,7 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
     params = kernel_params(fund)
     pols = [(name, layer_codes(ls)) for name, ls in PEER_POLICIES]
     t0 = time.perf_counter()
-    runner = BookRunner(book_accounts(book), tt, params)
+    runner = BookRunner(book_accounts(book), tt, params, reorder=True)  # as stress run has it
     t_setup = time.perf_counter() - t0
     # Paths first (timed on their own), then the kernel over all of them.
     t0 = time.perf_counter()

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stress._jit import borrowed, njit
+from stress._jit import NUMBA_DISABLED, borrowed, njit
 from stress.runner.variables import (ADL_COST, ADL_MAX_LOSS_FRACTION, ADL_NOTIONAL,
                                      ADL_RANKINGS, CASCADE_CAP_HITS, CASCADE_MOVE,
                                      CASCADE_ROUNDS, FEE_REVENUE, FUND_DEPLETED, FUND_FINAL,
@@ -332,6 +332,54 @@ def action(i, c, mark, acct, tt, params):
 
 
 @njit(cache=True)
+def argsort_stable(key):
+    """The stable ascending order of ``key`` (float64): equal to ``np.argsort(key,
+    kind="stable")``, NaN last, -0.0 equal to 0.0. Above 512 values an LSD radix
+    sort of the IEEE bit patterns mapped to order-preserving unsigned integers
+    (11-bit digits): 3x faster than numba's merge sort at 32,000 values."""
+    m = key.shape[0]
+    if m <= 512 or NUMBA_DISABLED:  # (pure Python: numpy's own stable sort)
+        return np.argsort(key, kind="mergesort")
+    ka = np.empty(m, dtype=np.uint64)
+    kb = np.empty(m, dtype=np.uint64)
+    ia = np.empty(m, dtype=np.int64)
+    ib = np.empty(m, dtype=np.int64)
+    f = np.empty(1)
+    bits = f.view(np.uint64)
+    top = np.uint64(1) << np.uint64(63)
+    nan = np.uint64(0xFFF8000000000000)  # above +inf's image: NaN sorts last
+    for k in range(m):
+        v = key[k]
+        if v != v:
+            ka[k] = nan
+        else:
+            f[0] = v + 0.0  # -0.0 + 0.0 = 0.0: the two zeros tie, as they compare
+            b = bits[0]
+            ka[k] = ~b if b & top else b | top
+        ia[k] = k
+    count = np.empty(2049, dtype=np.int64)
+    digit = np.uint64(2047)
+    for shift in range(0, 66, 11):
+        sh = np.uint64(shift)
+        count[:] = 0
+        for k in range(m):
+            count[((ka[k] >> sh) & digit) + 1] += 1
+        if count[((ka[0] >> sh) & digit) + 1] == m:  # one digit for all: nothing moves
+            continue
+        for d in range(2048):
+            count[d + 1] += count[d]
+        for k in range(m):
+            d = (ka[k] >> sh) & digit
+            j = count[d]
+            kb[j] = ka[k]
+            ib[j] = ia[k]
+            count[d] = j + 1
+        ka, kb = kb, ka
+        ia, ib = ib, ia
+    return ia
+
+
+@njit(cache=True)
 def sort_book(acct, lorder, sorder, lkey, skey):
     """Open longs by threshold, highest first, into ``lorder``; open shorts, lowest
     first, into ``sorder``; the thresholds at sorting time into ``lkey``/``skey``.
@@ -348,7 +396,7 @@ def sort_book(acct, lorder, sorder, lkey, skey):
     key = np.empty(nl)
     for j in range(nl):
         key[j] = -acct[lorder[j], THR]
-    perm = np.argsort(key, kind="mergesort")
+    perm = argsort_stable(key)
     tmp = lorder[:nl].copy()
     for j in range(nl):
         lorder[j] = tmp[perm[j]]
@@ -356,7 +404,7 @@ def sort_book(acct, lorder, sorder, lkey, skey):
     key = np.empty(ns)
     for j in range(ns):
         key[j] = acct[sorder[j], THR]
-    perm = np.argsort(key, kind="mergesort")
+    perm = argsort_stable(key)
     tmp = sorder[:ns].copy()
     for j in range(ns):
         sorder[j] = tmp[perm[j]]
@@ -716,7 +764,7 @@ def _adl_queue(bside, mark, acct, params, queue, score, fwork, iwork, st):
             score[r] = -(abs(q) * mark / eq)
         else:
             score[r] = -(upnl / base) * (abs(q) * mark / eq)
-    perm = np.argsort(score[:m], kind="mergesort")
+    perm = argsort_stable(score[:m])
     ranked = queue[:m].copy()
     for r in range(m):
         queue[r] = ranked[perm[r]]

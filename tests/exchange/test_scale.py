@@ -154,3 +154,22 @@ def test_the_radix_sort_of_losses_equals_numpy_sort():
             y = x.copy()
             _sort_nonnegative(y)
             np.testing.assert_array_equal(y, np.sort(x))
+
+
+def test_the_radix_argsort_equals_numpy_stable_argsort():
+    # The ADL queue's and the book's sorts: a radix sort above 512 values, numba's
+    # merge sort below; both numpy's stable order (ties in index order, -0.0 tied
+    # with 0.0, -inf first, +inf then NaN last).
+    from stress.exchange.kernels import argsort_stable
+    rng = np.random.default_rng(11)
+    for m in (0, 1, 512, 513, 5_000, 40_000):
+        mixed = rng.standard_normal(m) * 1e3
+        mixed[::7] = -np.inf
+        mixed[::11] = 0.0
+        mixed[::13] = -0.0
+        mixed[::17] = np.inf
+        mixed[::19] = np.nan
+        mixed[::23] = -np.nan
+        for x in (rng.random(m) * 1e5 - 5e4, rng.integers(-30, 30, m).astype(float), mixed,
+                  np.full(m, -2.5), -rng.pareto(1.2, m), rng.random(m) * 1e-305):
+            np.testing.assert_array_equal(argsort_stable(x), np.argsort(x, kind="stable"))
