@@ -173,3 +173,15 @@ def test_the_radix_argsort_equals_numpy_stable_argsort():
         for x in (rng.random(m) * 1e5 - 5e4, rng.integers(-30, 30, m).astype(float), mixed,
                   np.full(m, -2.5), -rng.pareto(1.2, m), rng.random(m) * 1e-305):
             np.testing.assert_array_equal(argsort_stable(x), np.argsort(x, kind="stable"))
+
+
+def test_size_order_lists_open_positions_by_size_per_side():
+    # The order the Gini streams the untouched accounts' lazy haircuts in (Q·H is
+    # monotone in |Q| on each side): longs by Q, then shorts by |Q|, ties in row order.
+    from stress.exchange.kernels import size_order
+    acct = account_array(qty=[2.0, -1.0, 0.0, 0.5, -3.0, 2.0, -1.0],
+                         entry=[100.0] * 7, collateral=[10.0] * 7)
+    qval, qpos, n_long = size_order(acct)
+    np.testing.assert_array_equal(qval, [0.5, 2.0, 2.0, -1.0, -1.0, -3.0])
+    np.testing.assert_array_equal(qpos, [1, 3, -1, 0, 5, 2, 4])
+    assert n_long == 3
