@@ -1114,6 +1114,20 @@ def _sort_nonnegative(x):
         keys[:] = src
 
 
+@njit(cache=True, inline="always")
+def _mark_listed(flag, mark, qpos, iwork, n_dirty, n_elig):
+    """Set ``mark`` to ``flag`` at the size-order places (``qpos``) of the accounts
+    changed on the path and of the eligible ones (the accounts not streamed)."""
+    for j in range(n_dirty):
+        p = qpos[iwork[I_DIRTY, j]]
+        if p >= 0:
+            mark[p] = flag
+    for r in range(n_elig):
+        p = qpos[iwork[I_ELIG, r]]
+        if p >= 0:
+            mark[p] = flag
+
+
 @njit(cache=True)
 def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     """End of path: accounts hit, the largest ADL loss fraction and the Gini
@@ -1155,14 +1169,7 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     n_l = n_qlong if stream else 0
     n_stream = 0
     if stream:
-        for j in range(n_dirty):
-            p = qpos[iwork[I_DIRTY, j]]
-            if p >= 0:
-                mark[p] = 1
-        for r in range(m0):
-            p = qpos[iwork[I_ELIG, r]]
-            if p >= 0:
-                mark[p] = 1
+        _mark_listed(1, mark, qpos, iwork, n_dirty, m0)
         for p in range(n_q):
             if mark[p] == 0:
                 d = qval[p] * (hl if p < n_l else hs)
@@ -1208,14 +1215,7 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     else:
         out[LOSS_GINI] = np.nan
     if stream:
-        for j in range(n_dirty):
-            p = qpos[iwork[I_DIRTY, j]]
-            if p >= 0:
-                mark[p] = 0
-        for r in range(m0):
-            p = qpos[iwork[I_ELIG, r]]
-            if p >= 0:
-                mark[p] = 0
+        _mark_listed(0, mark, qpos, iwork, n_dirty, m0)
     for r in range(m0):
         i = iwork[I_ELIG, r]
         fwork[F_LOSS, i] = 0.0
