@@ -67,3 +67,22 @@ def test_on_first_compile_calls_back_once_on_a_cache_miss():
     assert plus_one(1) == 2
     assert plus_one(1.5) == 2.5  # a second signature: a second compile, no second call
     assert calls == ([] if NUMBA_DISABLED else ["compiling"])
+
+
+def test_leaf_helpers_compile_without_reference_counting():
+    from stress._jit import leaf
+
+    @leaf
+    def ends(a):
+        return a[0] + a[-1]
+
+    a = np.arange(4.0)
+    refs = sys.getrefcount(a)
+    for _ in range(100):
+        assert ends(a) == 3.0
+    assert sys.getrefcount(a) == refs
+    if not NUMBA_DISABLED:
+        from numba.core.cpu import CPUTargetOptions
+        # numba's private option, where this numba version has it
+        expected = False if hasattr(CPUTargetOptions, "_nrt") else None
+        assert ends.targetoptions.get("_nrt") is expected

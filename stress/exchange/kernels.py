@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stress._jit import NUMBA_DISABLED, borrowed, njit
+from stress._jit import NUMBA_DISABLED, borrowed, leaf, njit
 from stress.runner.variables import (ADL_COST, ADL_MAX_LOSS_FRACTION, ADL_NOTIONAL,
                                      ADL_RANKINGS, CASCADE_CAP_HITS, CASCADE_MOVE,
                                      CASCADE_ROUNDS, FEE_REVENUE, FUND_DEPLETED, FUND_FINAL,
@@ -146,7 +146,7 @@ MAX_PARTIAL_STEPS = 64
 _PHI = 0.6180339887498949
 
 
-@njit(cache=True)
+@leaf
 def tier_index(notional, cap):
     """Tier holding ``notional`` (floor < n <= cap); ``cap[-1]`` is +inf."""
     k = 0
@@ -155,7 +155,7 @@ def tier_index(notional, cap):
     return k
 
 
-@njit(cache=True)
+@leaf
 def requirement(qty, entry, mark, tt, req_fee, mm_entry):
     """Maintenance requirement at ``mark``: MM of the notional at the mark (or at entry,
     ``mm_entry``) plus ``req_fee`` × the notional at the mark."""
@@ -165,7 +165,7 @@ def requirement(qty, entry, mark, tt, req_fee, mm_entry):
     return n * tt[T_MMR, k] - tt[T_AMT, k] + req_fee * aq * mark
 
 
-@njit(cache=True)
+@leaf
 def is_breached(qty, entry, collateral, mark, tt, req_fee, mm_entry, scale):
     """Exact trigger: equity ≤ scale × requirement at the mark (scale 1: liquidation;
     1/level: the margin ratio reached an alert level)."""
@@ -175,7 +175,7 @@ def is_breached(qty, entry, collateral, mark, tt, req_fee, mm_entry, scale):
     return equity <= scale * requirement(qty, entry, mark, tt, req_fee, mm_entry)
 
 
-@njit(cache=True)
+@leaf
 def threshold(qty, entry, collateral, tt, req_fee, mm_entry, scale):
     """Price bound of the trigger ``equity ≤ scale × requirement``, widened by a
     relative slack: a long can only be breached at ``mark <= threshold``, a short
@@ -285,7 +285,7 @@ def breached_mask(acct, mark, tt, params):
     return out
 
 
-@njit(cache=True)
+@leaf
 def event_threshold(i, acct, tt, params):
     """The nearest price at which something happens to account ``i``: its
     liquidation, its stop-loss or its next margin alert."""
@@ -308,7 +308,7 @@ def event_threshold(i, acct, tt, params):
     return thr
 
 
-@njit(cache=True)
+@leaf
 def action(i, c, mark, acct, tt, params):
     """What happens to account ``i`` with cash ``c`` at ``mark``: liquidation (it takes
     precedence: the engine cancels the trader's orders), its stop-loss, a margin
@@ -429,7 +429,7 @@ def prepare_book(acct, tt, params):
     return lorder, sorder, nl, ns
 
 
-@njit(cache=True)
+@leaf
 def _moved(i, acct, tt, params, touched):
     """Account ``i`` changed: recompute its threshold and record it, once until the
     next :func:`_loosen` (``touched[0]`` is the count, ``touched[1:n+1]`` the list,
@@ -560,7 +560,7 @@ def _set_qty(i, q_new, acct, st):
     acct[i, Q] = q_new
 
 
-@njit(cache=True)
+@leaf
 def _haircut_gains(tt, params, st):
     """``S_GL``/``S_GS``: how far a haircut of ``h`` per unit can move an account's
     threshold (at most ``g·h``). A long's trigger ``equity ≤ s·requirement`` has
@@ -677,7 +677,7 @@ def _waterfill(base, slope, cap, m, need, take):
         take[j] = 0.0 if v < 0.0 else (cap[j] if v > cap[j] else v)
 
 
-@njit(cache=True)
+@leaf
 def _filled(base, slope, cap, m, t):
     f = 0.0
     for j in range(m):
@@ -687,7 +687,7 @@ def _filled(base, slope, cap, m, t):
     return f
 
 
-@njit(cache=True)
+@leaf
 def _adl_cap(i, bp, acct, fwork, st):
     """Most units of account ``i`` ADL may close at ``bp``: all of them, unless closing
     at ``bp`` realises a loss; then only what its margin pays (never bankrupt it)."""
@@ -703,7 +703,7 @@ def _adl_cap(i, bp, acct, fwork, st):
     return cap if cap < abs(q) else abs(q)
 
 
-@njit(cache=True)
+@leaf
 def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwork, st):
     """Close ``take`` units of account ``i`` at the bankruptcy price ``bp``; returns the
     loss it bears against the market fill ``x``: ``take·|bp − x|``."""
@@ -728,7 +728,7 @@ def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwor
     return cost
 
 
-@njit(cache=True)
+@leaf
 def _winners(bside, mark, acct, who, iwork, st):
     """The counterparties of a bankrupt ``bside`` position: opposite-side accounts in
     profit at ``mark``, in account order, into ``who``; they become eligible to bear
@@ -979,7 +979,7 @@ def _settled(pot, total, out, st):
     return charged
 
 
-@njit(cache=True)
+@leaf
 def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
     """Charge ``pot`` to the accounts in profit over the settlement period, pro rata to
     that profit and at most all of it. Returns the amount charged.
@@ -1062,7 +1062,7 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
     return _settled(pot, total, out, st)
 
 
-@njit(cache=True)
+@leaf
 def _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
     """:func:`_socialise` charging every account at once: O(accounts)."""
     n = acct.shape[0]
@@ -1331,7 +1331,7 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
     return m
 
 
-@njit(cache=True)
+@leaf
 def _loosen(acct, touched, is_loose, loose, n_loose):
     """Accounts whose thresholds moved become loose; closed ones leave the list."""
     n = acct.shape[0]
@@ -1374,7 +1374,7 @@ def _resort(acct, tt, params, lorder, sorder, lkey, skey, is_loose, loose, n_loo
     return nl, ns
 
 
-@njit(cache=True)
+@leaf
 def _alert(i, mark, acct, tt, params, out, fwork, iwork, st):
     """Account ``i``'s margin ratio crossed one or more alert levels at ``mark``.
 
@@ -1422,7 +1422,7 @@ def _alert(i, mark, acct, tt, params, out, fwork, iwork, st):
                 acct[i, ALERT] = a
 
 
-@njit(cache=True)
+@leaf
 def _planned(i, act_i, mark, acct, tt, params):
     """Quantity the round's first order for account ``i`` closes (for its impact)."""
     aq = abs(acct[i, Q])
@@ -1441,7 +1441,7 @@ def _planned(i, act_i, mark, acct, tt, params):
     return aq - tt[T_CAP, k - 1] / mark
 
 
-@njit(cache=True)
+@leaf
 def _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
     """Partial or stepwise liquidation of account ``i`` at fill ``x``.
 
@@ -1486,7 +1486,7 @@ def _fee(fee, params, out, st):
     _fund_in(to_fund, params, out, st)
 
 
-@njit(cache=True)
+@leaf
 def impact_fraction(notional, depth, k, gamma):
     """Price impact of forced orders of ``notional`` against ``depth``: k·(Q/D)^γ,
     at most :data:`MAX_IMPACT` (a fill, or a mark, never reaches zero)."""
@@ -1498,7 +1498,7 @@ def impact_fraction(notional, depth, k, gamma):
     return f if f < MAX_IMPACT else MAX_IMPACT
 
 
-@njit(cache=True)
+@leaf
 def funding_rate(mode, rate, premium, interest, clamp, cap):
     """Rate of one funding interval: constant, or premium + clamp(interest − premium)."""
     if mode == 1:
@@ -1517,7 +1517,7 @@ def funding_rate(mode, rate, premium, interest, clamp, cap):
     return f
 
 
-@njit(cache=True)
+@leaf
 def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
     """Longs pay shorts ``f`` × their notional (the reverse when ``f`` < 0); receivers
     share the payers' total pro rata to notional, so funding is zero-sum. Returns
@@ -1955,7 +1955,7 @@ def _neumaier(total, comp, v):
     return t, comp
 
 
-@njit(cache=True)
+@leaf
 def _owed(acct, fwork, iwork, st, extra):
     """End of path: the lazy haircuts still owed, as losses of the accounts that
     owe them. An eligible account's is added to its ``F_LOSS``; the others are
@@ -1980,7 +1980,7 @@ def _owed(acct, fwork, iwork, st, extra):
     return k
 
 
-@njit(cache=True)
+@leaf
 def _cash_change(acct, fwork, iwork, st):
     """The change of the traders' total cash over the path: summed over the
     journalled accounts only (the others did not change), less the lazy haircuts
