@@ -15,7 +15,9 @@ a. **Kernel comparison** at 100,000 accounts × 1,440 one-minute steps under the
    open account's threshold compared with the mark) and ``DETECT_SORTED`` (the
    sorted-threshold walk, the fast kernel, run through ``BookRunner``; its
    one-off preparation is reported separately and amortised over
-   ``--amortise`` paths). For scale, a stand-alone numba loop doing only the
+   ``--amortise`` paths, 250 by default: ``stress run`` prepares a book once per
+   shard). Every engine gets the book's rows in walk order, the
+   layout ``stress run`` keeps a book in. For scale, a stand-alone numba loop doing only the
    margin test on contiguous arrays (no events: not an engine) shows the floor
    of any per-step scan. All numba modes must give bit-identical metrics, and
    numpy / pure Python must agree with them to 1e-9; otherwise the script
@@ -41,6 +43,7 @@ equivalent throughput of doing the same job.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import math
 import os
@@ -200,6 +203,16 @@ def bitwise_diff(a: np.ndarray, b: np.ndarray) -> list[str]:
 
 
 # ------------------------------------------------------- a. kernel comparison
+def walk_ordered(book, tiers):
+    """``book`` with its rows in the order the kernel's walks visit them (longs by
+    falling liquidation price, shorts by rising, then closed positions): the layout
+    ``stress run`` keeps a book in (``BookRunner(reorder=True)``). Every engine of
+    section (a) gets these rows, so that all see the same book in the same order."""
+    perm = BookRunner(book_accounts(book), tier_array(tiers), make_params(), reorder=True).perm
+    return dataclasses.replace(book, **{f.name: getattr(book, f.name)[perm]
+                                        for f in dataclasses.fields(book)})
+
+
 class KernelCase:
     """One book, one policy, the three detection modes ready to run paths."""
 
@@ -494,8 +507,9 @@ def main(argv=None) -> int:
                     help="timed runs of the numpy engine, 0 skips it (default 1: it is slow)")
     ap.add_argument("--python-accounts", type=int, default=2000,
                     help="book size of the pure-Python run, 0 skips it (default 2000)")
-    ap.add_argument("--amortise", type=int, default=100,
-                    help="paths sharing one book set-up in the amortised row (default 100)")
+    ap.add_argument("--amortise", type=int, default=250,
+                    help="paths sharing one book set-up in the amortised row (default 250: "
+                         "stress run prepares the book once per shard, 250 paths by default)")
     ap.add_argument("--wick", type=float, default=WICK_DEPTH,
                     help=f"depth of the headline wick (i) (default {WICK_DEPTH})")
     ap.add_argument("--sweep", type=lambda s: [float(x) for x in s.split(",") if x],
@@ -558,13 +572,13 @@ def main(argv=None) -> int:
               f"account-steps per path; synthetic book (SyntheticPopulation defaults, tiers "
               f"{bk.TIERS}, seed {args.seed}); policy {LAYERS}, fund {bk.FUND_PER_ACCOUNT:g} "
               f"per account, fee {bk.FEE_RATE}, slippage {bk.SLIPPAGE}")
-        book = bk.make_book(n, tiers, args.seed)
+        book = walk_ordered(bk.make_book(n, tiers, args.seed), tiers)
         case = KernelCase(book, tiers, bk.FUND_PER_ACCOUNT * n)
         small_case = None
         if args.python_accounts > 0:
             nb = args.python_accounts
-            small_case = KernelCase(bk.make_book(nb, tiers, args.seed), tiers,
-                                    bk.FUND_PER_ACCOUNT * nb)
+            small_book = walk_ordered(bk.make_book(nb, tiers, args.seed), tiers)
+            small_case = KernelCase(small_book, tiers, bk.FUND_PER_ACCOUNT * nb)
         p1 = wick_path(steps, args.wick, args.seed)
         r1 = compare_engines(
             f"path (i), realistic wick: {args.wick:.0%} down over {WICK_MINUTES} min (sin² "

@@ -2149,8 +2149,8 @@ def size_order(acct: np.ndarray):
     q = acct[:, Q]
     longs = np.flatnonzero(q > 0.0)
     shorts = np.flatnonzero(q < 0.0)
-    order = np.concatenate([longs[np.argsort(q[longs], kind="stable")],
-                            shorts[np.argsort(-q[shorts], kind="stable")]])
+    order = np.concatenate([longs[argsort_stable(q[longs])],
+                            shorts[argsort_stable(-q[shorts])]])
     qpos = np.full(len(q), -1, dtype=np.int64)
     qpos[order] = np.arange(len(order))
     return np.ascontiguousarray(q[order]), qpos, len(longs)
