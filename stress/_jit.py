@@ -62,7 +62,9 @@ if NUMBA_DISABLED:
         return f
 else:
     from numba import njit  # noqa: F401
+    from numba.core import cgutils, types
     from numba.core.cpu import CPUTargetOptions
+    from numba.extending import intrinsic, overload
 
     # numba's (private) option that compiles a function without its runtime: no
     # reference counting at all, so a call costs what its arithmetic costs (a
@@ -75,8 +77,6 @@ else:
         """``njit(cache=True)`` for a kernel helper that allocates nothing (directly or
         in what it calls): compiled without reference counting."""
         return njit(cache=True, **_LEAF)(f)
-    from numba.core import cgutils, types
-    from numba.extending import intrinsic, overload
 
     @intrinsic
     def _uncounted(typingctx, arr):

@@ -1128,6 +1128,15 @@ def _mark_listed(flag, mark, qpos, iwork, n_dirty, n_elig):
             mark[p] = flag
 
 
+@njit(cache=True, inline="always")
+def _next_streamed(p, end, h, qval, mark):
+    """The first size-order place from ``p`` on, before ``end``, of a streamed
+    account with a loss (not marked, ``qval·h`` not zero); ``end`` if none."""
+    while p < end and (mark[p] != 0 or qval[p] * h == 0.0):
+        p += 1
+    return p
+
+
 @njit(cache=True)
 def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     """End of path: accounts hit, the largest ADL loss fraction and the Gini
@@ -1189,13 +1198,9 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
         # (Q·H is monotone in |Q| under rounding, H being one number per side).
         acc = 0.0
         a = 0
-        pl = 0
-        ps = n_l
+        pl = _next_streamed(0, n_l, hl, qval, mark)
+        ps = _next_streamed(n_l, n_q, hs, qval, mark)
         for r in range(m):
-            while pl < n_l and (mark[pl] != 0 or qval[pl] * hl == 0.0):
-                pl += 1
-            while ps < n_q and (mark[ps] != 0 or qval[ps] * hs == 0.0):
-                ps += 1
             v = losses[a] if a < losses.shape[0] else np.inf
             src = 0
             if pl < n_l and qval[pl] * hl < v:
@@ -1207,9 +1212,9 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
             if src == 0:
                 a += 1
             elif src == 1:
-                pl += 1
+                pl = _next_streamed(pl + 1, n_l, hl, qval, mark)
             else:
-                ps += 1
+                ps = _next_streamed(ps + 1, n_q, hs, qval, mark)
             acc += (r + 1) * v
         out[LOSS_GINI] = 2.0 * acc / (m * total) - (m + 1.0) / m
     else:
