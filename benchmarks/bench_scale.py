@@ -16,10 +16,10 @@ a. **Kernel comparison** at 100,000 accounts × 1,440 one-minute steps under the
    sorted-threshold walk, the fast kernel, run through ``BookRunner``; its
    one-off preparation is reported separately and amortised over
    ``--amortise`` paths, 250 by default: ``stress run`` prepares a book once per
-   shard). Every engine gets the book's rows in walk order, the
-   layout ``stress run`` keeps a book in. For scale, a stand-alone numba loop doing only the
-   margin test on contiguous arrays (no events: not an engine) shows the floor
-   of any per-step scan. All numba modes must give bit-identical metrics, and
+   shard). Every engine gets the book's rows in walk order, the layout
+   ``stress run`` keeps a book in. For scale, a stand-alone numba loop doing
+   only the margin test on contiguous arrays (no events: not an engine) shows
+   the floor of any per-step scan. All numba modes must give bit-identical metrics, and
    numpy / pure Python must agree with them to 1e-9; otherwise the script
    prints the difference and exits with status 1. A sweep of the wick's depth
    shows how the sorted kernel's time grows with the liquidations.

@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 
 from stress import __version__
-from stress.runner.sweep_cli import BACKEND_OPTION, CLUSTER_OPTION, SCHEDULER_OPTION
+from stress.runner.sweep_cli import (BACKEND_OPTION, CLUSTER_OPTION, SCHEDULER_OPTION,
+                                     announce_compiles)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Monte Carlo stress tests of a perpetual-futures venue's insurance fund, "
@@ -107,7 +108,6 @@ def run(
 
     from rich.console import Console
 
-    from stress._jit import COMPILE_NOTICE, on_first_compile
     from stress.errors import StressError
     from stress.report.summary import summary_table
     from stress.runner.run import Throughput, execute, plan, resolve_config
@@ -117,7 +117,7 @@ def run(
         cfg = resolve_config(config, {}, scenario)
     except StressError as e:
         _fail(str(e))
-    on_first_compile(lambda: typer.echo(COMPILE_NOTICE, err=True))
+    announce_compiles()
     t0 = time.perf_counter()
     bar = not no_progress and sys.stderr.isatty()
     where = dict(backend=backend, scheduler=scheduler, cluster=cluster, resume=resume)

@@ -19,6 +19,13 @@ CLUSTER_OPTION = typer.Option(
                             "cluster: block).")
 
 
+def announce_compiles() -> None:
+    """Say on stderr when numba compiles the kernels in this command (1-3 minutes
+    after installing; later runs load them from the cache)."""
+    from stress._jit import COMPILE_NOTICE, on_first_compile
+    on_first_compile(lambda: typer.echo(COMPILE_NOTICE, err=True))
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(EXIT_USER_ERROR)
@@ -50,7 +57,6 @@ def sweep(
 
     from rich.console import Console
 
-    from stress._jit import COMPILE_NOTICE, on_first_compile
     from stress.errors import ConfigError, StressError
     from stress.runner.run import resolve_config
     from stress.runner.sweep import (PointDone, _paths_done, execute_sweep, parse_assignment,
@@ -68,7 +74,7 @@ def sweep(
     except StressError as e:
         _fail(str(e))
 
-    on_first_compile(lambda: typer.echo(COMPILE_NOTICE, err=True))
+    announce_compiles()
     n = len(plan.points)
     t0 = time.perf_counter()
     show = not no_progress and sys.stderr.isatty()
