@@ -38,6 +38,8 @@ import numpy as np
 import xarray as xr
 
 from stress.errors import ConfigError, StressError
+from stress.order_stats import FUZZ as _FUZZ
+from stress.order_stats import rank as _rank
 from stress.runner.variables import BEARERS  # bearer name -> the variable of what it paid
 
 RUIN_METHODS = ("bootstrap", "wilson", "clopper_pearson")
@@ -45,8 +47,6 @@ FUND_METHODS = ("order_statistic", "bootstrap")
 QUANTILE_RULE = "inverted_cdf"
 # Most float64 values one bootstrap block gathers (32 MB); bounds the memory.
 _BLOCK = 2 ** 22
-# Tolerance on q·n against floating-point rounding (0.07 * 100 = 7.000000000000001).
-_FUZZ = 1e-9
 
 
 # ---------------------------------------------------------------- checks
@@ -109,13 +109,6 @@ def _unrows(values: np.ndarray, like: xr.DataArray) -> xr.DataArray:
 
 
 # ----------------------------------------------------- order statistics
-def _rank(level: float, n: int) -> int:
-    """``ceil(level n)`` (1-based rank of the inverted-cdf quantile), at least 1."""
-    t = level * n
-    k = round(t) if abs(t - round(t)) <= _FUZZ * max(1.0, t) else math.ceil(t)
-    return min(max(int(k), 1), n)
-
-
 # ------------------------------------------------------------ bootstrap
 # Each statistic has a point estimate on the data and a bootstrap form that
 # takes resamples as counts (how often each path was drawn). The reference

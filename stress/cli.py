@@ -109,8 +109,8 @@ def run(
     from rich.console import Console
 
     from stress.errors import StressError
-    from stress.report.summary import summary_table
-    from stress.runner.run import Throughput, execute, plan, resolve_config
+    from stress.report.summary import read_summary_data, summary_table
+    from stress.runner.run import Throughput, plan, resolve_config, run_folder
 
     console = Console(stderr=False)
     try:
@@ -149,20 +149,21 @@ def run(
                     progress.add(done)
                     shown.update(task, completed=progress.paths_done)
 
-                ds, run_dir = execute(cfg, workers=workers, out=out, on_shard=advance, **where)
+                run_dir = run_folder(cfg, workers=workers, out=out, on_shard=advance, **where)
         elif not no_progress:
             def log(done):
                 progress.add(done)
                 typer.echo(progress.line(done), err=True)
 
-            ds, run_dir = execute(cfg, workers=workers, out=out, on_shard=log, **where)
+            run_dir = run_folder(cfg, workers=workers, out=out, on_shard=log, **where)
         else:
-            ds, run_dir = execute(cfg, workers=workers, out=out, **where)
+            run_dir = run_folder(cfg, workers=workers, out=out, **where)
     except StressError as e:
         _fail(str(e))
-    with ds:
-        console.print(summary_table(ds))
-        accounts = ds.attrs["accounts"]
+    # Read with netCDF4 alone: a small run need not wait for xarray, pandas and dask.
+    results = read_summary_data(run_dir / "results.nc")
+    console.print(summary_table(results))
+    accounts = results.attrs["accounts"]
     elapsed = time.perf_counter() - t0
     console.print(f"{cfg.run.paths} paths × {cfg.run.steps} steps × {accounts} "
                   f"accounts × {len(cfg.policies)} policies in {elapsed:.1f} s → "
@@ -481,7 +482,44 @@ app.command()(sweep)
 
 
 def main() -> None:  # console-script entry point
-    app()
+    try:
+        app()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    _leave(code)
+
+
+# Modules whose worker pools or threads must wind down the usual way.
+_POOLS = ("joblib", "loky", "distributed")
+
+
+def _leave(code) -> None:
+    """End the process with ``code`` (as ``sys.exit`` takes it).
+
+    The interpreter's teardown of numba and LLVM takes ≈ 0.3 s, a large share
+    of a small run. When no worker pool was started and no other thread runs,
+    the exit handlers run, the streams are flushed, and the process ends
+    without it (every file the command wrote is already closed); otherwise it
+    exits the usual way.
+    """
+    import atexit
+    import os
+    import threading
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    if threading.active_count() > 1 or any(m in sys.modules for m in _POOLS):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

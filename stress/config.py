@@ -26,7 +26,7 @@ MINUTES_PER_YEAR = 365.0 * 24.0 * 60.0
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _finite(v: float) -> float:

@@ -253,3 +253,19 @@ def test_levels_rejects_a_bad_span_and_a_bad_config(tmp_path):
                                                  "bad.yaml"))])
     assert r.exit_code == 2 and "exchange.preset" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, code, stream, text", [
+    (["--version"], 0, "stdout", "stress "),
+    (["run", "missing.yaml"], 2, "stderr", "error: missing.yaml: config file not found"),
+    (["no-such-command"], 2, "stderr", "No such command"),
+])
+def test_the_console_script_ends_with_the_command_exit_code(tmp_path, args, code, stream, text):
+    """main() ends the process itself after a command (without the interpreter's slow
+    teardown when no pool ran): its exit code and flushed output are the command's."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "stress.cli", *args], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == code, r.stderr
+    assert text in getattr(r, stream)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from stress.report.summary import summarise, summary_table
@@ -40,3 +41,22 @@ def test_summary_table_prints_na_for_missing_values():
     console.print(summary_table(dataset()))
     text = console.export_text()
     assert "1,997" in text and "n/a" in text and "mean loss Gini" in text
+
+
+def test_the_summary_of_the_file_read_without_xarray_is_the_same(tmp_path):
+    """`stress run` summarises results.nc read with netCDF4 alone (read_summary_data)."""
+    from stress.report.summary import read_summary_data
+    from stress.runner.store import write_atomic
+    ds = dataset()
+    ds["fund_paid"] = ds.shortfall * 0.25
+    ds["fund_paid"][0, 5] = np.nan  # layer means skip NaN, as xarray's mean does
+    path = write_atomic(ds, tmp_path / "results.nc")
+    expect, got = summarise(ds), summarise(read_summary_data(path))
+    assert got.keys() == expect.keys()
+    for pol in expect:
+        for name, value in expect[pol].items():
+            assert got[pol][name] == value or (math.isnan(value) and math.isnan(got[pol][name])), \
+                (pol, name)
+    # xarray's NaN-skipping mean (to the last bits of its summation order)
+    assert got["fund"]["mean fund paid"] == pytest.approx(float(ds.fund_paid[0].mean()),
+                                                          rel=1e-14)

@@ -1,7 +1,7 @@
 """The driver: plan shards, run them in parallel, write them, combine them.
 
 Workers only compute: a task returns a shard's metric arrays, and the driver
-(this process) wraps them in a Dataset and writes ``shards/shard-NNNNNN.nc``
+(this process) wraps them (:class:`~stress.runner.frame.Frame`) and writes ``shards/shard-NNNNNN.nc``
 atomically as each result arrives, so a cluster needs no shared filesystem.
 The shards are then combined lazily into ``results.nc``. With ``resume``, the
 shards an interrupted run of the same config finished are kept.
@@ -13,18 +13,22 @@ import contextlib
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
-import xarray as xr
 
 from stress.config import Config, RunConfig, load_config
 from stress.errors import ConfigError, StressError
 from stress.runner.backends import open_backend
 from stress.runner.prepare import Prepared, prepare
-from stress.runner.store import (ENGINE, RESULTS_FILE, SHARD_TEMP_GLOB, SHARDS_DIR,
-                                 fits_in_memory, open_results, shard_files, shard_index,
-                                 shard_name, write_atomic, write_results)
+from stress.runner.store import (RESULTS_FILE, SHARD_TEMP_GLOB, SHARDS_DIR, fits_in_memory,
+                                 open_results, read_stamp, shard_files, shard_index,
+                                 shard_name, write_results)
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from stress.runner.frame import Frame
 
 RUNTIME_OPTIONS = ("workers", "out", "progress", "scenario", "resume", "backend", "scheduler",
                    "cluster", "on_shard")
@@ -140,15 +144,6 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def _read_stamp(path: Path) -> tuple[str | None, np.ndarray] | None:
-    """A result file's ``config_hash`` and path indices, or ``None`` if it cannot be read."""
-    try:
-        with xr.open_dataset(path, engine=ENGINE) as ds:
-            return ds.attrs.get("config_hash"), np.asarray(ds["path"].values)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError):
-        return None
-
-
 def _short(h: str | None) -> str:
     return "none" if not h else str(h)[:SHORT_HASH]
 
@@ -170,7 +165,7 @@ def finished_shards(run_dir: Path, shards: list[tuple[int, int, int]],
     planned = {k: (s, e) for k, s, e in shards}
     keep, unreadable = set(), []
     for f in shard_files(run_dir / SHARDS_DIR):
-        stamp = _read_stamp(f)
+        stamp = read_stamp(f)
         if stamp is None:
             unreadable.append(f)
             continue
@@ -194,7 +189,7 @@ def finished_shards(run_dir: Path, shards: list[tuple[int, int, int]],
         keep.add(k)
     results = run_dir / RESULTS_FILE
     if results.is_file():
-        stamp = _read_stamp(results)
+        stamp = read_stamp(results)
         if stamp is not None and stamp[0] != config_hash:
             raise StressError(
                 f"{run_dir}: the config changed since {RESULTS_FILE} there was written (config "
@@ -204,7 +199,7 @@ def finished_shards(run_dir: Path, shards: list[tuple[int, int, int]],
 
 def _results_current(run_dir: Path, config_hash: str, paths: int) -> bool:
     """Whether ``results.nc`` is readable, of this config and complete."""
-    stamp = _read_stamp(run_dir / RESULTS_FILE)
+    stamp = read_stamp(run_dir / RESULTS_FILE)
     return (stamp is not None and stamp[0] == config_hash
             and np.array_equal(stamp[1], np.arange(paths)))
 
@@ -260,6 +255,21 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
             resume: bool = False) -> tuple[xr.Dataset, Path]:
     """Run a validated config; return its results (lazy) and the run folder.
 
+    :func:`run_folder`, then ``results.nc`` opened with
+    :func:`stress.runner.store.open_results` (dask-backed). The arguments
+    are :func:`run_folder`'s.
+    """
+    run_dir = run_folder(cfg, workers=workers, out=out, on_shard=on_shard, backend=backend,
+                         scheduler=scheduler, cluster=cluster, resume=resume)
+    return open_results(run_dir), run_dir
+
+
+def run_folder(cfg: Config, *, workers: int | None = None, out: str | Path | None = None,
+               on_shard: Callable[[ShardDone], None] | None = None, backend: str = "joblib",
+               scheduler: str | None = None, cluster: str | None = None,
+               resume: bool = False) -> Path:
+    """Run a validated config; write its shards and ``results.nc``; return the run folder.
+
     Everything that can be wrong with the input is checked (and the backend
     opened) before anything in the run folder is written or deleted.
 
@@ -288,9 +298,8 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
 
     Returns
     -------
-    (xarray.Dataset, pathlib.Path)
-        ``results.nc`` opened with :func:`stress.runner.store.open_results`
-        (dask-backed), and the run folder.
+    pathlib.Path
+        The run folder, holding ``results.nc`` and ``shards/``.
     """
     prep = prepare(cfg)
     run_dir = Path(out) if out is not None else Path("results") / cfg.run.name
@@ -302,7 +311,7 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
     if workers is None and backend == "joblib" and _small(prep):
         workers = 1
 
-    held: dict[Path, xr.Dataset] = {}
+    held: dict[Path, Frame] = {}
     with contextlib.ExitStack() as stack:
         # Opened first: a bad --backend/--scheduler/--workers fails before any deletion.
         pool = (stack.enter_context(open_backend(
@@ -314,22 +323,22 @@ def execute(cfg: Config, *, workers: int | None = None, out: str | Path | None =
             if k in keep and on_shard:
                 on_shard(ShardDone(k, s, e, 0.0, True))
         if todo:
-            from stress.runner.shard import to_dataset
+            from stress.runner.shard import shard_frame
             if pool.workers > 1:  # in this process the first shard compiles it anyway
                 _warm_up()
             for index, start, stop, seconds, res, fund in pool.map(_shard_task, prep, todo):
-                ds = to_dataset(res, prep, start, fund)
-                target = write_atomic(ds, shard_dir / shard_name(index))
+                frame = shard_frame(res, prep, start, fund)
+                target = frame.write(shard_dir / shard_name(index))
                 # A small run's shards stay in memory for results.nc (not read back).
-                if fits_in_memory(ds.nbytes, len(shards)):
-                    held[target] = ds
-                del res, fund, ds
+                if fits_in_memory(frame.nbytes, len(shards)):
+                    held[target] = frame
+                del res, fund, frame
                 if on_shard:
                     on_shard(ShardDone(index, start, stop, seconds, False))
     if todo or not _results_current(run_dir, prep.config_hash, cfg.run.paths):
         write_results([shard_dir / shard_name(k) for k, _, _ in shards], run_dir / RESULTS_FILE,
                       shard_size=cfg.run.shard_size, held=held)
-    return open_results(run_dir), run_dir
+    return run_dir
 
 
 def _small(prep: Prepared) -> bool:

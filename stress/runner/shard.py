@@ -8,7 +8,6 @@ policy's alone.
 from __future__ import annotations
 
 import numpy as np
-import xarray as xr
 
 from stress import __version__
 from stress.config import fund_record_steps, settlement_steps
@@ -17,6 +16,7 @@ from stress.exchange.contracts import kernel_accounts, kernel_market
 from stress.exchange.kernels import BookRunner, U, make_params, tier_array, trajectory_length
 from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
+from stress.runner.frame import Frame
 from stress.runner.prepare import Prepared
 from stress.runner.seeding import path_rng
 from stress.runner.variables import (ADL_BASIS_CODES, ADL_RANKINGS, BEARERS, FUNDING_MODES,
@@ -161,10 +161,11 @@ def money_error(out: np.ndarray, fund_initial) -> tuple[np.ndarray, np.ndarray]:
     return err, np.maximum(scale, 1e-3)
 
 
-def to_dataset(out: np.ndarray, prep: Prepared, start: int,
-               fund: np.ndarray | None = None) -> xr.Dataset:
-    """Wrap a shard's metrics (and fund trajectories) as a Dataset with units, long
-    names and the run's attributes.
+def shard_frame(out: np.ndarray, prep: Prepared, start: int,
+                fund: np.ndarray | None = None) -> Frame:
+    """Wrap a shard's metrics (and fund trajectories) as the contents of a Dataset
+    with units, long names and the run's attributes (``.to_xarray()`` for the Dataset,
+    ``.write(path)`` for its file).
 
     Besides the per-path metrics: ``loss_share(policy, path, bearer)``, the share
     of the shortfall each bearer took (NaN on paths without one), and
@@ -230,7 +231,7 @@ def to_dataset(out: np.ndarray, prep: Prepared, start: int,
         "margin_currency": "coin" if inverse else "quote",
         "Conventions": "CF-1.8",
     }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return Frame(data_vars, coords, attrs)
 
 
 def layers_label(policy) -> str:

@@ -6,6 +6,11 @@ along ``path``. Shards are combined lazily (``xarray.open_mfdataset``, dask)
 and ``results.nc`` is streamed chunk by chunk (below ``EAGER_BYTES`` they are
 concatenated in memory instead), so the memory a run needs does not grow with
 its number of paths.
+
+Shards and an in-memory ``results.nc`` are written with netCDF4 directly
+(:class:`stress.runner.frame.Frame`); xarray (with pandas and dask) is
+imported only where a Dataset is opened or streamed, so that a small run
+does not wait for it.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import xarray as xr
+import numpy as np
 
 from stress.errors import StressError
+from stress.runner.frame import Frame
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 RESULTS_FILE = "results.nc"
 SHARDS_DIR = "shards"
@@ -92,10 +102,17 @@ def write_atomic(ds: xr.Dataset, path: Path) -> Path:
     return path
 
 
-def read_shard(path: Path) -> xr.Dataset:
-    """One result file, read into memory (the file is closed on return)."""
-    with xr.open_dataset(path, engine=ENGINE) as ds:
-        return ds.load()
+def read_stamp(path: Path) -> tuple[str | None, np.ndarray] | None:
+    """A result file's ``config_hash`` attribute and path indices, or ``None`` if it
+    cannot be read."""
+    import netCDF4
+    try:
+        with netCDF4.Dataset(path, "r") as nc:
+            stored = nc.getncattr("config_hash") if "config_hash" in nc.ncattrs() else None
+            return (None if stored is None else str(stored),
+                    np.asarray(nc.variables["path"][...]))
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+        return None
 
 
 def combine(shard_paths: list[Path]) -> xr.Dataset:
@@ -117,6 +134,8 @@ def combine(shard_paths: list[Path]) -> xr.Dataset:
     xarray.Dataset
         Dask-backed, one chunk per shard along ``path``.
     """
+    import xarray as xr
+
     paths = _in_order(shard_paths)
     if not paths:
         raise StressError("no shard files to combine")
@@ -125,7 +144,7 @@ def combine(shard_paths: list[Path]) -> xr.Dataset:
         concat_dim="path", parallel=False, **_COMBINE)
 
 
-# How shards combine along ``path`` (open_mfdataset and xr.concat alike).
+# How shards combine along ``path`` (open_mfdataset; Frame.concat joins in memory alike).
 _COMBINE = dict(data_vars="minimal", coords="minimal", compat="override", join="exact",
                 combine_attrs="drop_conflicts")
 
@@ -143,11 +162,14 @@ def fits_in_memory(shard_nbytes: float, n_shards: int) -> bool:
 
 def _shard_nbytes(path: Path, held: dict) -> float:
     """The in-memory size of one shard (inf when it cannot be read)."""
+    import netCDF4
     if path in held:
         return held[path].nbytes
     try:
-        with xr.open_dataset(path, engine=ENGINE) as ds:
-            return ds.nbytes
+        with netCDF4.Dataset(path, "r") as nc:
+            # Strings count as object pointers, as in memory.
+            return sum(math.prod(v.shape) * (8 if v.dtype is str else v.dtype.itemsize)
+                       for v in nc.variables.values())
     except (OSError, ValueError):
         return math.inf
 
@@ -184,21 +206,20 @@ def write_results(shard_paths: list[Path], path: Path, shard_size: int | None = 
         Paths per shard (default: the first shard's), so that chunks hold
         whole shards.
     held : dict, optional
-        Shards the caller still holds in memory, by file path (the same data as
-        the files): a small run is combined from them without reading them back.
+        Shards the caller still holds in memory (:class:`Frame`), by file path
+        (the same data as the files): a small run is combined from them without
+        reading them back.
     """
-    import dask
-
     held = held or {}
     paths = _in_order(shard_paths)
     if not paths:
         raise StressError("no shard files to combine")
     if fits_in_memory(_shard_nbytes(paths[0], held), len(paths)):
-        # A small run: concatenated in memory and written at once (no dask graph).
-        parts = [held[p] if p in held else read_shard(p) for p in paths]
-        ds = xr.concat(parts, dim="path", **_COMBINE)
-        write_atomic(ds, path)
+        # A small run: concatenated in memory and written at once (no xarray, no dask).
+        Frame.concat([held[p] if p in held else Frame.read(p) for p in paths]).write(path)
         return Path(path)
+    import dask
+
     with combine(shard_paths) as ds:
         if shard_size is None:
             shard_size = ds.shortfall.chunks[ds.shortfall.dims.index("path")][0] \
@@ -236,6 +257,8 @@ def open_results(run_dir: str | Path) -> xr.Dataset:
     StressError
         If the folder holds neither ``results.nc`` nor any shard.
     """
+    import xarray as xr
+
     run_dir = Path(run_dir)
     if run_dir.is_file():
         return xr.open_dataset(run_dir, engine=ENGINE, chunks={})
