@@ -65,7 +65,7 @@ from stress.config import load_config  # noqa: E402
 from stress.exchange.contracts import kernel_market  # noqa: E402
 from stress.exchange.kernels import (DETECT_NAIVE, DETECT_SCAN, DETECT_SORTED,  # noqa: E402
                                      BookRunner, book_accounts, make_params, prepare_book,
-                                     tier_array)
+                                     tier_array, walk_permutation)
 from stress.exchange.reference import ReferenceEngine, VectorisedEngine  # noqa: E402
 from stress.exchange.tiers import builtin_tiers  # noqa: E402
 from stress.market.liquidity import path_liquidity  # noqa: E402
@@ -208,7 +208,8 @@ def walk_ordered(book, tiers):
     falling liquidation price, shorts by rising, then closed positions): the layout
     ``stress run`` keeps a book in (``BookRunner(reorder=True)``). Every engine of
     section (a) gets these rows, so that all see the same book in the same order."""
-    perm = BookRunner(book_accounts(book), tier_array(tiers), make_params(), reorder=True).perm
+    acct = book_accounts(book)
+    perm = walk_permutation(prepare_book(acct, tier_array(tiers), make_params()), len(acct))
     return dataclasses.replace(book, **{f.name: getattr(book, f.name)[perm]
                                         for f in dataclasses.fields(book)})
 
