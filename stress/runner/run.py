@@ -323,18 +323,22 @@ def run_folder(cfg: Config, *, workers: int | None = None, out: str | Path | Non
             if k in keep and on_shard:
                 on_shard(ShardDone(k, s, e, 0.0, True))
         if todo:
-            from stress.runner.shard import shard_frame
+            from stress.runner.shard import release_runner, shard_frame
             if pool.workers > 1:  # in this process the first shard compiles it anyway
                 _warm_up()
-            for index, start, stop, seconds, res, fund in pool.map(_shard_task, prep, todo):
-                frame = shard_frame(res, prep, start, fund)
-                target = frame.write(shard_dir / shard_name(index))
-                # A small run's shards stay in memory for results.nc (not read back).
-                if fits_in_memory(frame.nbytes, len(shards)):
-                    held[target] = frame
-                del res, fund, frame
-                if on_shard:
-                    on_shard(ShardDone(index, start, stop, seconds, False))
+            try:
+                for index, start, stop, seconds, res, fund in pool.map(_shard_task, prep,
+                                                                         todo):
+                    frame = shard_frame(res, prep, start, fund)
+                    target = frame.write(shard_dir / shard_name(index))
+                    # A small run's shards stay in memory for results.nc (not read back).
+                    if fits_in_memory(frame.nbytes, len(shards)):
+                        held[target] = frame
+                    del res, fund, frame
+                    if on_shard:
+                        on_shard(ShardDone(index, start, stop, seconds, False))
+            finally:
+                release_runner()  # the book the shards ran in this process, if any
     if todo or not _results_current(run_dir, prep.config_hash, cfg.run.paths):
         write_results([shard_dir / shard_name(k) for k, _, _ in shards], run_dir / RESULTS_FILE,
                       shard_size=cfg.run.shard_size, held=held)

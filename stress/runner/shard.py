@@ -7,6 +7,9 @@ policy's alone.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+
 import numpy as np
 
 from stress import __version__
@@ -82,8 +85,7 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
     # rules, not on the policy), unless the book is redrawn per path.
     runner = None
     if prep.book is not None:
-        runner = BookRunner(kernel_accounts(prep.book, inverse), tt, params[0],
-                            reorder=True)
+        runner = book_runner(kernel_accounts(prep.book, inverse), tt, params[0])
     for j, path in enumerate(range(start, stop)):
         rng = path_rng(cfg.run.seed, path)
         prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
@@ -105,6 +107,39 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
             runner.run(market, prep.layers[p], params[p], out[p, j], fund[p, j])
     check_identity(out, prep.policy_names, start, [pr[P["fund_initial"]] for pr in params])
     return out, fund
+
+
+# The last book runner of each thread: a worker runs shard after shard of one book.
+_CACHE = threading.local()
+
+
+def book_runner(acct: np.ndarray, tt: np.ndarray, params: np.ndarray) -> BookRunner:
+    """A :class:`BookRunner` (rows in walk order) for the book ``acct``: this thread's
+    last one if it was built for the same accounts, tiers and exchange rules.
+
+    A runner undoes every path it runs, so it is the same runner for its next
+    shard; building it again would sort the book and allocate its scratch once
+    per shard (0.06-0.2 s at 10^5 accounts). It is keyed on the bytes of what it
+    was built from, not on the config, so a changed data file makes a new one.
+    Threads never share one (a Dask worker may run shards in several threads).
+    """
+    key = hashlib.blake2b(digest_size=16)
+    for a in (acct, tt, params):
+        key.update(np.ascontiguousarray(a).view(np.uint8))
+        key.update(repr(a.shape).encode())
+    key = key.digest()
+    cached = getattr(_CACHE, "runner", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    _CACHE.runner = None  # freed before the new one is allocated
+    runner = BookRunner(acct, tt, params, reorder=True)
+    _CACHE.runner = (key, runner)
+    return runner
+
+
+def release_runner() -> None:
+    """Drop this thread's cached runner (its book and scratch)."""
+    _CACHE.runner = None
 
 
 def check_identity(out: np.ndarray, policies: list[str], start: int = 0,

@@ -219,3 +219,42 @@ def test_thin_book_makes_more_bad_debt_than_infinite_depth(reference_run, tmp_pa
                       out=tmp_path / "thin")
     assert float(thin.shortfall.sel(policy="platform").sum()) > \
         float(ds.shortfall.sel(policy="platform").sum())
+
+
+def test_a_thread_reuses_its_book_runner_only_for_the_same_book():
+    # simulate_shard keeps its last runner per thread (book_runner): the next shard of
+    # the same book reuses it (a runner undoes every path, and the shard sizes above
+    # give identical results); other accounts, tiers or rules, or another thread, do not.
+    import threading
+
+    from stress.exchange.contracts import kernel_accounts
+    from stress.exchange.kernels import tier_array
+    from stress.runner.prepare import prepare
+    from stress.runner.shard import book_runner, kernel_params, release_runner
+    cfg = small()
+    prep = prepare(cfg)
+    tt = tier_array(prep.tiers)
+    params = kernel_params(cfg, cfg.policies[0], prep.s0)
+
+    def fresh():
+        return kernel_accounts(prep.book, False)
+
+    first = book_runner(fresh(), tt, params)
+    assert book_runner(fresh(), tt, params) is first
+    changed = fresh()
+    changed[0, 2] += 1e-9  # one account's collateral
+    assert book_runner(changed, tt, params) is not first
+    again = book_runner(fresh(), tt, params)
+    assert again is not first  # only the last one is kept
+    other_rules = params.copy()
+    other_rules[0] += 1.0
+    assert book_runner(fresh(), tt, other_rules) is not again
+    mine = book_runner(fresh(), tt, params)
+    elsewhere = []
+    worker = threading.Thread(target=lambda: elsewhere.append(book_runner(fresh(), tt, params)))
+    worker.start()
+    worker.join()
+    assert elsewhere[0] is not mine and book_runner(fresh(), tt, params) is mine
+    release_runner()
+    assert book_runner(fresh(), tt, params) is not mine
+    release_runner()
