@@ -12,11 +12,14 @@ b. **Per-task overhead.** ``--tasks`` empty tasks through each backend,
    minus its start-up, per task; against the compute time of one default
    shard (250 paths) to show what batching paths into tasks buys.
 c. **Scaling, joblib 1 → 2 workers** on ``--scale-paths`` paths (default
-   2,400: runs of 15–30 s; at 800 paths the 2-worker run lasts 7 s, of which
-   the pool's start-up is ≈ 3 s) of the default config at 100,000 accounts
-   (16 shards), each run timed whole (pool start-up included) and at its steady
+   4,800: runs of 20–35 s) of the default config at 100,000 accounts (its
+   shards of 250: 20 shards), each run timed whole (pool start-up included) and at its steady
    rate; target ≥ 1.8× on an idle machine. The load average from before the
-   runs is printed beside the figure.
+   runs is printed beside the figure. Short runs understate the speed-up: the
+   pool's start-up (≈ 3 s with the kernel's loading) is a large part of an
+   800-path run, and the steady rate still ends with the last shard, which one
+   worker computes while the other waits (half a shard on average: 1/14 of the
+   window at 16 shards, 1/18 at 20).
 d. **The big run**: ``stress run`` of ``configs/default.yaml`` at 100,000
    accounts × 1,440 steps × 10,000 paths × 3 policies (the population fixed
    per run), in a fresh process on all cores, wall time from process start to
@@ -165,9 +168,9 @@ def scaling(args) -> None:
     from stress.runner.run import execute
 
     paths, accounts = args.scale_paths, args.accounts
-    shard = max(1, paths // 16)
-    cfg = load_config(DEFAULT).with_overrides({"run.paths": paths, "run.shard_size": shard,
+    cfg = load_config(DEFAULT).with_overrides({"run.paths": paths,
                                                "population.accounts": accounts})
+    shard = cfg.run.shard_size
     print(f"\nc. joblib scaling: default config, {accounts:,} accounts × {cfg.run.steps} steps × "
           f"{paths} paths × {len(cfg.policies)} policies, shards of {shard}; whole runs "
           f"(start-up, pool and writing included) and the steady rate (paths after the "
@@ -368,7 +371,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="abcd", help="sections to run (default abcd)")
     ap.add_argument("--accounts", type=int, default=BIG_ACCOUNTS)
     ap.add_argument("--big-paths", type=int, default=10_000)
-    ap.add_argument("--scale-paths", type=int, default=2400)
+    ap.add_argument("--scale-paths", type=int, default=4800)
     ap.add_argument("--tasks", type=int, default=500)
     ap.add_argument("--sample", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
