@@ -13,7 +13,7 @@ b. **Per-task overhead.** ``--tasks`` empty tasks through each backend,
    shard (250 paths) to show what batching paths into tasks buys.
 c. **Scaling, joblib 1 → 2 workers** on ``--scale-paths`` paths (default
    4,800: runs of 20–35 s) of the default config at 100,000 accounts (its
-   shards of 250: 20 shards), each run timed whole (pool start-up included) and at its steady
+   shards of 250, 20 shards; at least 16 shards for fewer paths), each run timed whole (pool start-up included) and at its steady
    rate; target ≥ 1.8× on an idle machine. The load average from before the
    runs is printed beside the figure. Short runs understate the speed-up: the
    pool's start-up (≈ 3 s with the kernel's loading) is a large part of an
@@ -168,9 +168,11 @@ def scaling(args) -> None:
     from stress.runner.run import execute
 
     paths, accounts = args.scale_paths, args.accounts
-    cfg = load_config(DEFAULT).with_overrides({"run.paths": paths,
-                                               "population.accounts": accounts})
-    shard = cfg.run.shard_size
+    cfg = load_config(DEFAULT)
+    # The config's shards, but at least 16 (a steady rate needs several per worker).
+    shard = min(cfg.run.shard_size, max(1, paths // 16))
+    cfg = cfg.with_overrides({"run.paths": paths, "run.shard_size": shard,
+                              "population.accounts": accounts})
     print(f"\nc. joblib scaling: default config, {accounts:,} accounts × {cfg.run.steps} steps × "
           f"{paths} paths × {len(cfg.policies)} policies, shards of {shard}; whole runs "
           f"(start-up, pool and writing included) and the steady rate (paths after the "
