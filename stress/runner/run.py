@@ -1,8 +1,9 @@
 """The driver: plan shards, run them in parallel, write them, combine them.
 
 Workers only compute: a task returns a shard's metric arrays, and the driver
-(this process) wraps them (:class:`~stress.runner.frame.Frame`) and writes ``shards/shard-NNNNNN.nc``
-atomically as each result arrives, so a cluster needs no shared filesystem.
+(this process) wraps them (:class:`~stress.runner.frame.Frame`) and writes
+``shards/shard-NNNNNN.nc`` atomically as each result arrives, so a cluster
+needs no shared filesystem.
 The shards are then combined lazily into ``results.nc``. With ``resume``, the
 shards an interrupted run of the same config finished are kept.
 """

@@ -86,25 +86,30 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
     runner = None
     if prep.book is not None:
         runner = book_runner(kernel_accounts(prep.book, inverse), tt, params[0])
-    for j, path in enumerate(range(start, stop)):
-        rng = path_rng(cfg.run.seed, path)
-        prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
-        if not np.all(np.isfinite(prices)):
-            raise StressError(f"{cfg.source or 'config'}: market: the price path {path} is not "
-                              f"finite (overflow); lower market.sigma, market.mu or the jumps")
-        # Drawn after the prices, so liquidity never changes a path's prices.
-        liq = path_liquidity(prices, cfg.liquidity, cfg.exchange.mark_smoothing_minutes,
-                             cfg.run.step_minutes, rng)
-        if prep.book is None:
-            runner = BookRunner(kernel_accounts(prep.book_for_path(path), inverse), tt,
-                                params[0])
-        if prep.topups:
-            # Drawn last, and only with top-ups, so they never change anything else.
-            runner.set_column(U, rng.random(len(runner.base)))
-        mk = kernel_market(prices, liq, inverse)
-        market = (mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid, mk.gap_ask)
-        for p in range(n_pol):
-            runner.run(market, prep.layers[p], params[p], out[p, j], fund[p, j])
+    try:
+        for j, path in enumerate(range(start, stop)):
+            rng = path_rng(cfg.run.seed, path)
+            prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
+            if not np.all(np.isfinite(prices)):
+                raise StressError(f"{cfg.source or 'config'}: market: the price path {path} is "
+                                  f"not finite (overflow); lower market.sigma, market.mu or the "
+                                  f"jumps")
+            # Drawn after the prices, so liquidity never changes a path's prices.
+            liq = path_liquidity(prices, cfg.liquidity, cfg.exchange.mark_smoothing_minutes,
+                                 cfg.run.step_minutes, rng)
+            if prep.book is None:
+                runner = BookRunner(kernel_accounts(prep.book_for_path(path), inverse), tt,
+                                    params[0])
+            if prep.topups:
+                # Drawn last, and only with top-ups, so they never change anything else.
+                runner.set_column(U, rng.random(len(runner.base)))
+            mk = kernel_market(prices, liq, inverse)
+            market = (mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid, mk.gap_ask)
+            for p in range(n_pol):
+                runner.run(market, prep.layers[p], params[p], out[p, j], fund[p, j])
+    except BaseException:
+        release_runner()  # a path cut short may have left the runner's book changed
+        raise
     check_identity(out, prep.policy_names, start, [pr[P["fund_initial"]] for pr in params])
     return out, fund
 

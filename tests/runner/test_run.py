@@ -258,3 +258,18 @@ def test_a_thread_reuses_its_book_runner_only_for_the_same_book():
     release_runner()
     assert book_runner(fresh(), tt, params) is not mine
     release_runner()
+
+
+def test_a_shard_that_fails_drops_its_runner():
+    # A shard cut short may leave its runner's book changed: it is not kept for the next.
+    from stress.errors import StressError
+    from stress.runner import shard
+    from stress.runner.prepare import prepare
+    cfg = small().with_overrides({"market.mu": 1e300})  # the price path overflows
+    prep = prepare(cfg)
+    with pytest.raises(StressError, match="not finite"):
+        shard.simulate_shard(prep, 0, 2)
+    assert getattr(shard._CACHE, "runner", None) is None
+    out, _ = shard.simulate_shard(prepare(small()), 0, 2)  # and the next shard runs
+    assert shard._CACHE.runner is not None and np.isfinite(out[..., INDEX["shortfall"]]).all()
+    shard.release_runner()
