@@ -920,12 +920,8 @@ def _waterfall(start, remaining, t, layers, bside, bp, x, mark, acct, tt, params
             out[ADL_COST] += c
             remaining -= c
         elif layer == LAYER_SOCIALISED:
-            pend_rem[n_pend] = remaining
-            pend_next[n_pend] = li + 1
-            pend_side[n_pend] = bside
-            pend_bp[n_pend] = bp
-            pend_x[n_pend] = x
-            n_pend += 1
+            n_pend = _park(remaining, li, bside, bp, x, pend_rem, pend_next, pend_side,
+                           pend_bp, pend_x, n_pend)
             remaining = 0.0
         else:  # LAYER_PLATFORM
             out[PLATFORM_LOSS] += remaining
@@ -933,6 +929,19 @@ def _waterfall(start, remaining, t, layers, bside, bp, x, mark, acct, tt, params
     if remaining > 0.0:
         out[RESIDUAL] += remaining
     return n_pend
+
+
+@njit(cache=True, inline="always")
+def _park(remaining, li, bside, bp, x, pend_rem, pend_next, pend_side, pend_bp, pend_x,
+          n_pend):
+    """Defer ``remaining`` of a loss that reached the socialised layer ``li`` to the end
+    of its settlement period (the pending buffers); returns the new pending count."""
+    pend_rem[n_pend] = remaining
+    pend_next[n_pend] = li + 1
+    pend_side[n_pend] = bside
+    pend_bp[n_pend] = bp
+    pend_x[n_pend] = x
+    return n_pend + 1
 
 
 @njit(cache=True, inline="always")
@@ -1856,12 +1865,19 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 # arguments, cost ≈ 400 ns: most of a crash's time when every
                 # liquidation leaves a shortfall).
                 li, sf = _plain_layers(0, sf, t, layers, params, out, st)
-                if li < layers.shape[0]:
+                if sf <= 0.0:
+                    pass
+                elif li < layers.shape[0] and layers[li] == LAYER_SOCIALISED:
+                    # Parked here: _waterfall's entry and exit cost more than the parking
+                    # (its reference counts of two dozen array arguments).
+                    n_pend = _park(sf, li, liq_side[j], liq_bp[j], liq_x[j], pend_rem,
+                                   pend_next, pend_side, pend_bp, pend_x, n_pend)
+                elif li < layers.shape[0]:
                     n_pend = _waterfall(li, sf, t, layers, liq_side[j], liq_bp[j], liq_x[j],
                                         mark, acct, tt, params, queues, score, qstate, touched,
                                         out, pend_rem, pend_next, pend_side, pend_bp, pend_x,
                                         n_pend, fwork, iwork, st)
-                elif sf > 0.0:
+                else:
                     out[RESIDUAL] += sf
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
