@@ -1860,25 +1860,31 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 out[SHORTFALL] += sf
                 out[SHORTFALL_QUOTE] += sf / mark if inverse else sf
                 out[N_SHORTFALLS] += 1.0
-                # The fund and platform layers here; the rest from the first ADL or
-                # socialised layer on (a call of _waterfall, with its two dozen
-                # arguments, cost ≈ 400 ns: most of a crash's time when every
-                # liquidation leaves a shortfall).
+                # The layers run here, not through _waterfall: a call of it, with its two
+                # dozen arguments and their reference counts, cost ≈ 400 ns, most of a
+                # crash's time when every liquidation leaves a shortfall. The fund and
+                # platform layers up to the first ADL or socialised layer; a socialised
+                # layer parks the loss for its settlement; ADL closes what it can, and
+                # only what it leaves goes down _waterfall.
                 li, sf = _plain_layers(0, sf, t, layers, params, out, st)
                 if sf <= 0.0:
                     pass
-                elif li < layers.shape[0] and layers[li] == LAYER_SOCIALISED:
-                    # Parked here: _waterfall's entry and exit cost more than the parking
-                    # (its reference counts of two dozen array arguments).
+                elif li == layers.shape[0]:
+                    out[RESIDUAL] += sf
+                elif layers[li] == LAYER_SOCIALISED:
                     n_pend = _park(sf, li, liq_side[j], liq_bp[j], liq_x[j], pend_rem,
                                    pend_next, pend_side, pend_bp, pend_x, n_pend)
-                elif li < layers.shape[0]:
-                    n_pend = _waterfall(li, sf, t, layers, liq_side[j], liq_bp[j], liq_x[j],
-                                        mark, acct, tt, params, queues, score, qstate, touched,
-                                        out, pend_rem, pend_next, pend_side, pend_bp, pend_x,
-                                        n_pend, fwork, iwork, st)
-                else:
-                    out[RESIDUAL] += sf
+                else:  # LAYER_ADL
+                    c = _adl(liq_side[j], liq_bp[j], liq_x[j], sf, mark, acct, tt, params,
+                             queues, score, qstate, touched, out, fwork, iwork, st)
+                    out[ADL_COST] += c
+                    sf -= c
+                    if sf > 0.0:  # the layers after ADL (and the residual), as _waterfall
+                        n_pend = _waterfall(li + 1, sf, t, layers, liq_side[j], liq_bp[j],
+                                            liq_x[j], mark, acct, tt, params, queues, score,
+                                            qstate, touched, out, pend_rem, pend_next,
+                                            pend_side, pend_bp, pend_x, n_pend, fwork, iwork,
+                                            st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
             while lhead < nl and acct[lorder[lhead], Q] == 0.0:
