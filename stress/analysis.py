@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from stress._files import replace_atomically
 from stress.errors import ConfigError, StressError
 from stress.order_stats import FUZZ as _FUZZ
 from stress.order_stats import rank as _rank
@@ -791,15 +792,4 @@ def write_csv(table, path) -> Path:
 
     A reader never sees a half-written file, and a failed write leaves none.
     """
-    import os
-    import tempfile
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False))

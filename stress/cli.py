@@ -339,6 +339,7 @@ def levels(
     from rich.console import Console
     from rich.table import Table
 
+    from stress._files import replace_atomically
     from stress.errors import ConfigError, StressError
     from stress.population import liquidation_levels
     from stress.runner.prepare import prepare
@@ -372,9 +373,7 @@ def levels(
     if out is not None:
         try:
             if out.suffix == ".csv":
-                tmp = out.with_name(f".{out.name}.tmp")
-                ds.to_dataframe().to_csv(tmp)
-                tmp.replace(out)
+                replace_atomically(out, ds.to_dataframe().to_csv)
             else:
                 write_atomic(ds, out)
         except OSError as e:

@@ -10,13 +10,13 @@ still opened with xarray (:func:`stress.open_results`).
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from stress._files import replace_atomically
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -86,15 +86,7 @@ class Frame:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # A fresh unique name (not mkstemp's 0600 file), so the result gets the umask's mode.
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            self._write(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return replace_atomically(path, self._write)
 
     def _write(self, target: Path) -> None:
         import netCDF4

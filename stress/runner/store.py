@@ -16,14 +16,13 @@ does not wait for it.
 from __future__ import annotations
 
 import math
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stress._files import replace_atomically
 from stress.errors import StressError
 from stress.runner.frame import Frame
 
@@ -91,15 +90,8 @@ def write_atomic(ds: xr.Dataset, path: Path) -> Path:
         if var.chunks is not None and var.ndim and all(c[0] > 0 for c in var.chunks):
             enc["chunksizes"] = tuple(c[0] for c in var.chunks)
         encoding[name] = enc
-    # A fresh unique name (not mkstemp's 0600 file), so the result gets the umask's mode.
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        ds.to_netcdf(tmp, engine=ENGINE, encoding=encoding)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return replace_atomically(path, lambda tmp: ds.to_netcdf(tmp, engine=ENGINE,
+                                                             encoding=encoding))
 
 
 def read_stamp(path: Path) -> tuple[str | None, np.ndarray] | None:
