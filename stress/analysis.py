@@ -109,7 +109,6 @@ def _unrows(values: np.ndarray, like: xr.DataArray) -> xr.DataArray:
     return xr.DataArray(np.asarray(values).reshape(shape), dims=dims, coords=coords)
 
 
-# ----------------------------------------------------- order statistics
 # ------------------------------------------------------------ bootstrap
 # Each statistic has a point estimate on the data and a bootstrap form that
 # takes resamples as counts (how often each path was drawn). The reference

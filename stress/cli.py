@@ -111,6 +111,7 @@ def run(
     from stress.errors import StressError
     from stress.report.summary import read_summary_data, summary_table
     from stress.runner.run import Throughput, plan, resolve_config, run_folder
+    from stress.runner.store import RESULTS_FILE
 
     console = Console(stderr=False)
     try:
@@ -161,13 +162,13 @@ def run(
     except StressError as e:
         _fail(str(e))
     # Read with netCDF4 alone: a small run need not wait for xarray, pandas and dask.
-    results = read_summary_data(run_dir / "results.nc")
+    results = read_summary_data(run_dir / RESULTS_FILE)
     console.print(summary_table(results))
     accounts = results.attrs["accounts"]
     elapsed = time.perf_counter() - t0
     console.print(f"{cfg.run.paths} paths × {cfg.run.steps} steps × {accounts} "
                   f"accounts × {len(cfg.policies)} policies in {elapsed:.1f} s → "
-                  f"{run_dir / 'results.nc'}")
+                  f"{run_dir / RESULTS_FILE}")
 
 
 @app.command()
