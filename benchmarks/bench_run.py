@@ -13,13 +13,14 @@ b. **Per-task overhead.** ``--tasks`` empty tasks through each backend,
    shard (250 paths) to show what batching paths into tasks buys.
 c. **Scaling, joblib 1 → 2 workers** on ``--scale-paths`` paths (default
    4,800: runs of 20–35 s) of the default config at 100,000 accounts (its
-   shards of 250, 20 shards; at least 16 shards for fewer paths), each run timed whole (pool start-up included) and at its steady
-   rate; target ≥ 1.8× on an idle machine. The load average from before the
-   runs is printed beside the figure. Short runs understate the speed-up: the
-   pool's start-up (≈ 3 s with the kernel's loading) is a large part of an
-   800-path run, and the steady rate still ends with the last shard, which one
-   worker computes while the other waits (half a shard on average: 1/14 of the
-   window at 16 shards, 1/18 at 20).
+   shards of 250, 20 shards; at least 16 shards for fewer paths), each run
+   timed whole (pool start-up included) and at its steady rate; target ≥ 1.8×
+   on an idle machine. The load average from before the runs is printed beside
+   the figure. Short runs understate the speed-up: the pool's start-up (≈ 3 s
+   with the kernel's loading) is a large part of an 800-path run, and the
+   steady rate still ends with the last shard, which one worker computes while
+   the other waits (half a shard on average: 1/14 of the window at 16 shards,
+   1/18 at 20).
 d. **The big run**: ``stress run`` of ``configs/default.yaml`` at 100,000
    accounts × 1,440 steps × 10,000 paths × 3 policies (the population fixed
    per run), in a fresh process on all cores, wall time from process start to

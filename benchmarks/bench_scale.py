@@ -15,8 +15,9 @@ a. **Kernel comparison** at 100,000 accounts × 1,440 one-minute steps under the
    open account's threshold compared with the mark) and ``DETECT_SORTED`` (the
    sorted-threshold walk, the fast kernel, run through ``BookRunner``; its
    one-off preparation is reported separately and amortised over
-   ``--amortise`` paths, 250 by default: ``stress run`` prepares a book once per
-   shard). Every engine gets the book's rows in walk order, the layout
+   ``--amortise`` paths, 250 by default: one shard, a lower bound, since
+   ``stress run`` prepares a book once per worker and reuses it for the
+   worker's next shards). Every engine gets the book's rows in walk order, the layout
    ``stress run`` keeps a book in. For scale, a stand-alone numba loop doing
    only the margin test on contiguous arrays (no events: not an engine) shows
    the floor of any per-step scan. All numba modes must give bit-identical metrics, and
@@ -509,8 +510,9 @@ def main(argv=None) -> int:
     ap.add_argument("--python-accounts", type=int, default=2000,
                     help="book size of the pure-Python run, 0 skips it (default 2000)")
     ap.add_argument("--amortise", type=int, default=250,
-                    help="paths sharing one book set-up in the amortised row (default 250: "
-                         "stress run prepares the book once per shard, 250 paths by default)")
+                    help="paths sharing one book set-up in the amortised row (default 250, "
+                         "one shard: stress run prepares the book once per worker and reuses "
+                         "it for the next shards)")
     ap.add_argument("--wick", type=float, default=WICK_DEPTH,
                     help=f"depth of the headline wick (i) (default {WICK_DEPTH})")
     ap.add_argument("--sweep", type=lambda s: [float(x) for x in s.split(",") if x],
