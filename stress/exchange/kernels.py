@@ -1565,6 +1565,52 @@ def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
     return total
 
 
+@leaf
+def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, social, disp,
+                 used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
+                 index, mark0, lkey, skey, lhead, shead, nl, ns, out, st):
+    """Run the quiet steps from step ``t`` on: the steps before the last at which no
+    funding is paid, no fund recorded, and the mark crosses neither sorted side's
+    head (no loose account, no pending loss: the caller checks). Such a step only
+    decays the mark's displacement and the depth used, accumulates the premium
+    and closes a settlement period: exactly what :func:`simulate_path` would do
+    with it, in a loop of its own (≈ 25 ns a step inside the kernel's body, whose
+    state does not fit in registers). Returns the first step that is not quiet
+    and the updated ``(disp, used_bid, used_ask, premium_sum, premium_n,
+    next_settle)``."""
+    lthr = -np.inf
+    if lhead < nl:
+        lthr = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL]
+    sthr = np.inf
+    if shead < ns:
+        sthr = skey[shead] - (st[S_HS0] - st[S_HS]) * st[S_GS]
+    gap = out[MARK_INDEX_GAP]
+    while t < last and t != next_funding and t != next_record:
+        d = disp
+        if d != 1.0:
+            d = 1.0 + (d - 1.0) * permanent_decay
+        mark = mark0[t] * d
+        if not (lthr < mark and sthr > mark):
+            break
+        disp = d
+        used_bid *= used_decay
+        used_ask *= used_decay
+        premium = mark / index[t] - 1.0
+        premium_sum += premium
+        premium_n += 1
+        if abs(premium) > gap:
+            gap = abs(premium)
+        if t == next_settle:
+            next_settle += settle_every
+            if social:
+                st[S_PERIOD] += 1.0
+                st[S_PMARK] = mark
+                st[S_NPLIST] = 0.0
+        t += 1
+    out[MARK_INDEX_GAP] = gap
+    return t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle
+
+
 def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
                          sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt, layers,
                          params, out, traj, fwork, iwork, touched, is_loose, st):
@@ -1725,7 +1771,14 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     next_record = record_every if record_every > 0 else -1
     next_funding = funding_every if funding_every > 0 else -1
 
-    for t in range(1, index.shape[0]):
+    t = 1
+    while t <= last:
+        if detect == DETECT_SORTED and n_loose == 0 and n_pend == 0 and st[S_WIDE] == 0.0:
+            # The steps where nothing triggers and nothing is due, in a loop of their own.
+            t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle = _quiet_steps(
+                t, last, next_funding, next_record, next_settle, settle_every, social, disp,
+                used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
+                index, mark0, lkey, skey, lhead, shead, nl, ns, out, st)
         platform_before = out[PLATFORM_LOSS]
         if disp != 1.0:
             disp = 1.0 + (disp - 1.0) * permanent_decay
@@ -1955,6 +2008,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             lhead += 1
         while shead < ns and acct[sorder[shead], Q] == 0.0:
             shead += 1
+        t += 1
     out[FUND_FINAL] = st[S_FUND]
     out[FUND_NEED] = st[S_NEED] if has_fund else np.nan
     if st[S_ELIG_PROFIT] > 0.0:
@@ -2087,6 +2141,26 @@ def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0
         st[S_RESORTED] = 0.0
 
 
+
+@njit(cache=True)
+def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base, lorder,
+                      sorder, lkey, skey, lorder0, sorder0, lkey0, skey0, n_long, n_short, qval,
+                      qpos, n_qlong, tt, layers, n_layers, params, out, traj, fwork, iwork,
+                      touched, is_loose, st):
+    """One path under every policy, in order: :func:`simulate_path` for policy ``p``
+    (``layers[p, :n_layers[p]]``, ``params[p]``, ``out[p]``, ``traj[p]``), then
+    :func:`restore_book`. One call instead of two per policy: each call from
+    Python unboxes every array argument (≈ 0.1 µs apiece), which at a few
+    thousand accounts cost as much as the path itself. The arguments are those
+    of the two kernels (see :class:`BookRunner`)."""
+    for p in range(params.shape[0]):
+        simulate_path(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
+                      sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt,
+                      layers[p, :n_layers[p]], params[p], out[p], traj[p], fwork, iwork,
+                      touched, is_loose, st)
+        restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0,
+                     fwork, iwork, st)
+
 class BookRunner:
     """One book, ready to run many paths and policies.
 
@@ -2145,6 +2219,19 @@ class BookRunner:
         self.base[:, column] = values
         self.acct[:, column] = values
 
+    def run_policies(self, market, layers, n_layers, params, out, traj):
+        """One path under several policies (:func:`simulate_policies`): ``layers``
+        int64[policies, k] (row ``p``'s first ``n_layers[p]`` codes), ``params``
+        float64[policies, N_PARAMS]; fills ``out[policies, N_METRICS]`` and
+        ``traj[policies, k]`` (C-contiguous). The same results as :meth:`run` for
+        each policy in turn, in one kernel call."""
+        fwork, iwork, touched, is_loose, st = self.work
+        simulate_policies(*market, self.acct, self.base, self.lorder, self.sorder, self.lkey,
+                          self.skey, self.lorder0, self.sorder0, self.lkey0, self.skey0,
+                          self.n_long, self.n_short, self.qval, self.qpos, self.n_qlong,
+                          self.tt, layers, n_layers, params, out, traj, fwork, iwork, touched,
+                          is_loose, st)
+
     def run(self, market, layers, params, out, traj, keep: bool = False):
         """One path: ``market`` is ``(index, mark0, depth_bid, depth_ask, gap_bid,
         gap_ask)``; fills ``out`` and ``traj`` (see :func:`simulate_path`). With
@@ -2166,6 +2253,15 @@ class BookRunner:
                      self.lorder0, self.sorder0, self.lkey0, self.skey0, fwork, iwork, st)
         return final
 
+
+def layer_table(layers) -> tuple[np.ndarray, np.ndarray]:
+    """Several policies' waterfalls (``int64[k]`` each) as :func:`simulate_policies`
+    takes them: ``(int64[policies, max k], int64[policies])``, rows padded with 0."""
+    n = np.array([len(lay) for lay in layers], dtype=np.int64)
+    table = np.zeros((len(layers), max(1, int(n.max(initial=0)))), dtype=np.int64)
+    for p, lay in enumerate(layers):
+        table[p, :len(lay)] = lay
+    return table, n
 
 def walk_permutation(prepared, n: int) -> np.ndarray:
     """The rows of a book of ``n`` accounts in the order the kernel's walks visit

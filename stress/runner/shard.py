@@ -16,7 +16,8 @@ from stress import __version__
 from stress.config import fund_record_steps, settlement_steps
 from stress.errors import ConservationError, StressError
 from stress.exchange.contracts import kernel_accounts, kernel_market
-from stress.exchange.kernels import BookRunner, U, make_params, tier_array, trajectory_length
+from stress.exchange.kernels import (BookRunner, U, layer_table, make_params, tier_array,
+                                     trajectory_length)
 from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
 from stress.runner.frame import Frame
@@ -75,12 +76,15 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
     """
     cfg = prep.config
     n_pol = len(cfg.policies)
-    out = np.empty((n_pol, stop - start, N_METRICS))
-    fund = np.full((n_pol, stop - start, trajectory_length(cfg.run.steps,
+    # Path-major while running (each path's rows contiguous for the kernel).
+    out = np.empty((stop - start, n_pol, N_METRICS))
+    fund = np.full((stop - start, n_pol, trajectory_length(cfg.run.steps,
                                                            fund_record_steps(cfg))), np.nan)
     tt = tier_array(prep.tiers)
     inverse = cfg.exchange.contract == "inverse"
     params = [kernel_params(cfg, pol, prep.s0) for pol in cfg.policies]
+    table = np.ascontiguousarray(np.stack(params))
+    layers, n_layers = layer_table(prep.layers)
     # One sorted book for every path and policy (thresholds depend on the exchange's
     # rules, not on the policy), unless the book is redrawn per path.
     runner = None
@@ -105,11 +109,12 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
                 runner.set_column(U, rng.random(len(runner.base)))
             mk = kernel_market(prices, liq, inverse)
             market = (mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid, mk.gap_ask)
-            for p in range(n_pol):
-                runner.run(market, prep.layers[p], params[p], out[p, j], fund[p, j])
+            runner.run_policies(market, layers, n_layers, table, out[j], fund[j])
     except BaseException:
         release_runner()  # a path cut short may have left the runner's book changed
         raise
+    out = np.ascontiguousarray(out.transpose(1, 0, 2))
+    fund = np.ascontiguousarray(fund.transpose(1, 0, 2))
     check_identity(out, prep.policy_names, start, [pr[P["fund_initial"]] for pr in params])
     return out, fund
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import jump_prices, random_book, small_tiers
 from stress.exchange.kernels import (DETECT_NAIVE, DETECT_SCAN, DETECT_SORTED, F_EQH, F_LOSS,
                                      N_METRICS, S_RESORTED, BookRunner, account_array,
-                                     make_params, tier_array)
+                                     layer_table, make_params, tier_array)
 from stress.runner.variables import ADL_RANKINGS, INDEX, LAYER_CODES
 
 LAYER_LISTS = [["insurance_fund", "adl"], ["socialised", "platform"],
@@ -95,6 +95,42 @@ def test_the_book_is_restored_after_every_path():
         assert not is_loose.any() and touched[0] == 0
         assert np.all(fwork[F_LOSS:F_EQH + 1] == 0.0)  # the per-account loss rows are zero again
 
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_every_policy_in_one_call_equals_a_call_per_policy(seed):
+    # run_policies (one kernel call for a path's policies and the restores) gives what
+    # run gives policy by policy: the metrics and trajectories bit for bit, the book
+    # restored after the last; waterfalls of different lengths and different rules.
+    acct, market, _, kw = case(seed)
+    tt = tier_array(small_tiers())
+    chosen = [LAYER_LISTS[(seed + k) % len(LAYER_LISTS)] for k in range(3)]
+    layer_codes = [np.array([LAYER_CODES[x] for x in names]) for names in chosen]
+    params = [make_params(**(kw | {"fund_initial": f})) for f in (50.0, 0.0, 5.0)]
+    one = BookRunner(acct.copy(), tt, params[0])
+    each = BookRunner(acct.copy(), tt, params[0])
+    table, n_layers = layer_table(layer_codes)
+    out = np.full((3, N_METRICS), -1.0)
+    traj = np.full((3, 16), -1.0)
+    for _ in range(2):  # twice: the second call starts from the restored book
+        one.run_policies(market, table, n_layers, np.stack(params), out, traj)
+        for p in range(3):
+            o, tr = np.empty(N_METRICS), np.full(16, -1.0)
+            each.run(market, layer_codes[p], params[p], o, tr)
+            np.testing.assert_array_equal(out[p], o)
+            np.testing.assert_array_equal(traj[p], tr)
+    nl, ns = one.n_long, one.n_short  # (the orders' tails are unused scratch)
+    for a, b in zip((one.acct, one.lorder[:nl], one.sorder[:ns], one.lkey[:nl], one.skey[:ns]),
+                    (each.acct, each.lorder[:nl], each.sorder[:ns], each.lkey[:nl],
+                     each.skey[:ns])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_layer_table_pads_the_waterfalls():
+    table, n = layer_table([np.array([3, 1]), np.array([2]), np.array([1, 2, 3])])
+    np.testing.assert_array_equal(table, [[3, 1, 0], [2, 0, 0], [1, 2, 3]])
+    np.testing.assert_array_equal(n, [2, 1, 3])
+    assert table.dtype == np.int64 and n.dtype == np.int64
 
 def test_a_resorting_path_is_undone():
     # Funding moves every threshold: the book is re-sorted on the path, and restored.
