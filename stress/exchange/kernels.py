@@ -491,7 +491,11 @@ S_WIDE = 21  # 1 when the widened walks checked too many accounts: re-sort at st
 S_OWED = 22  # end of path: the lazy haircuts left in the book, in all (see _owed)
 S_NL = 23  # open longs, counted (kept with S_QL: their side is exactly empty at 0)
 S_NS = 24  # open shorts
-N_STATE = 25
+# The marks at which a loose account may trigger (see _loosen): a loose long only at
+# or below S_LHI, a loose short only at or above S_LLO (−inf / +inf: none).
+S_LHI = 25
+S_LLO = 26
+N_STATE = 27
 
 # Per-account rows of ``fwork`` (zero on entry and on exit, except the scratch rows).
 F_LOSS = 11  # loss borne on the path (ADL cost and haircuts)
@@ -795,7 +799,7 @@ def _adl_queue(bside, mark, acct, params, queue, score, fwork, iwork, st):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touched, out,
          fwork, iwork, st):
     """Close the uncovered part of a bankrupt position against opposite-side winners.
@@ -806,9 +810,13 @@ def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touc
     Queue rankings (``score``, ``leverage``): the step's queue for that side is
     ranked once per round, at its mark, on first use (``qstate[2k]`` is its
     length, −1 until ranked, ``qstate[2k+1]`` the position of its head) and
-    consumed in order. Allocations (``pro_rata``, ``risk_based``): the units are
-    shared over every current winner by :func:`_waterfill`. Returns the loss
-    covered.
+    consumed in order (:func:`_adl_take`). Allocations (``pro_rata``,
+    ``risk_based``): the units are shared over every current winner by
+    :func:`_waterfill`. Returns the loss covered.
+
+    Inlined into its callers: only the ranking and the allocations allocate
+    memory, so the common case, a loss taken from a ranked queue, is a call
+    without reference counting.
     """
     unit_cost = abs(bp - x)
     if unit_cost <= 0.0 or need <= 0.0:
@@ -819,17 +827,25 @@ def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touc
         return _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
                              out, fwork, iwork, st)
     k = 0 if bside > 0.0 else 1
-    queue = queues[k]
     if qstate[2 * k] < 0:
-        qstate[2 * k] = _adl_queue(bside, mark, acct, params, queue, score, fwork, iwork,
-                                       st)
+        qstate[2 * k] = _adl_queue(bside, mark, acct, params, queues[k], score, fwork, iwork,
+                                   st)
         qstate[2 * k + 1] = 0
+    return _adl_take(k, bp, x, need, need_qty, mark, acct, tt, params, queues, qstate,
+                     touched, out, fwork, iwork, st)
+
+
+@leaf
+def _adl_take(k, bp, x, need, need_qty, mark, acct, tt, params, queues, qstate, touched, out,
+              fwork, iwork, st):
+    """Take ``need_qty`` units from the ranked queue ``queues[k]`` from its head on
+    (see :func:`_adl`); returns the loss covered."""
     m = qstate[2 * k]
     r = qstate[2 * k + 1]
     covered = 0.0
     met = False
     while r < m:
-        i = queue[r]
+        i = queues[k, r]
         if acct[i, Q] == 0.0:
             r += 1
             continue
@@ -1348,8 +1364,15 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
 
 
 @leaf
-def _loosen(acct, touched, is_loose, loose, n_loose):
-    """Accounts whose thresholds moved become loose; closed ones leave the list."""
+def _loosen(acct, touched, is_loose, loose, n_loose, fwork, st):
+    """Accounts whose thresholds moved become loose; closed ones leave the list.
+
+    Also bounds where the loose accounts can trigger, as :func:`_detect` tests
+    them (``S_LHI``, ``S_LLO``), so that a step whose mark lies between the
+    bounds and the sorted sides' heads skips the detection. Every change to a
+    loose account's threshold or to the side's haircut is followed by a call
+    (before the next detection); a position closed since only makes the bounds
+    wider than they need be."""
     n = acct.shape[0]
     for j in range(1, touched[0] + 1):
         a = touched[j]
@@ -1360,13 +1383,28 @@ def _loosen(acct, touched, is_loose, loose, n_loose):
             n_loose += 1
     touched[0] = 0
     k = 0
+    hi = -np.inf
+    lo = np.inf
+    gl = st[S_GL]
+    gs = st[S_GS]
     for j in range(n_loose):
         a = loose[j]
-        if acct[a, Q] != 0.0:
+        q = acct[a, Q]
+        if q != 0.0:
             loose[k] = a
             k += 1
+            if q > 0.0:
+                v = acct[a, THR] + (st[S_HL] - fwork[F_H0, a]) * gl
+                if v > hi:
+                    hi = v
+            else:
+                v = acct[a, THR] - (fwork[F_H0, a] - st[S_HS]) * gs
+                if v < lo:
+                    lo = v
         else:
             is_loose[a] = False
+    st[S_LHI] = hi
+    st[S_LLO] = lo
     return k
 
 
@@ -1568,14 +1606,14 @@ def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
 @leaf
 def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, social, disp,
                  used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
-                 index, mark0, lkey, skey, lhead, shead, nl, ns, out, st):
+                 index, mark0, lkey, skey, lhead, shead, nl, ns, n_loose, out, st):
     """Run the quiet steps from step ``t`` on: the steps before the last at which no
     funding is paid, no fund recorded, and the mark crosses neither sorted side's
-    head (no loose account, no pending loss: the caller checks). Such a step only
-    decays the mark's displacement and the depth used, accumulates the premium
-    and closes a settlement period: exactly what :func:`simulate_path` would do
-    with it, in a loop of its own (≈ 25 ns a step inside the kernel's body, whose
-    state does not fit in registers). Returns the first step that is not quiet
+    head nor the loose accounts' bounds (no pending loss: the caller checks).
+    Such a step only decays the mark's displacement and the depth used,
+    accumulates the premium and closes a settlement period: exactly what
+    :func:`simulate_path` would do with it, in a loop of its own (≈ 25 ns a step
+    inside the kernel's body, whose state does not fit in registers). Returns the first step that is not quiet
     and the updated ``(disp, used_bid, used_ask, premium_sum, premium_n,
     next_settle)``."""
     lthr = -np.inf
@@ -1584,6 +1622,11 @@ def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, 
     sthr = np.inf
     if shead < ns:
         sthr = skey[shead] - (st[S_HS0] - st[S_HS]) * st[S_GS]
+    if n_loose > 0:
+        if st[S_LHI] > lthr:
+            lthr = st[S_LHI]
+        if st[S_LLO] < sthr:
+            sthr = st[S_LLO]
     gap = out[MARK_INDEX_GAP]
     while t < last and t != next_funding and t != next_record:
         d = disp
@@ -1773,12 +1816,12 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
 
     t = 1
     while t <= last:
-        if detect == DETECT_SORTED and n_loose == 0 and n_pend == 0 and st[S_WIDE] == 0.0:
+        if detect == DETECT_SORTED and n_pend == 0 and st[S_WIDE] == 0.0:
             # The steps where nothing triggers and nothing is due, in a loop of their own.
             t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle = _quiet_steps(
                 t, last, next_funding, next_record, next_settle, settle_every, social, disp,
                 used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
-                index, mark0, lkey, skey, lhead, shead, nl, ns, out, st)
+                index, mark0, lkey, skey, lhead, shead, nl, ns, n_loose, out, st)
         platform_before = out[PLATFORM_LOSS]
         if disp != 1.0:
             disp = 1.0 + (disp - 1.0) * permanent_decay
@@ -1794,7 +1837,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, tt, params, touched, fwork,
                                                 iwork, st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+                n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
             premium_sum = 0.0
             premium_n = 0
             if n_loose > max_loose:
@@ -1806,7 +1849,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         while True:
             # Most steps trigger nothing: the heads of the sorted sides tell, without
             # the call of _detect and its two dozen arguments (≈ 300 ns a step).
-            quiet = detect == DETECT_SORTED and n_loose == 0
+            quiet = detect == DETECT_SORTED
+            if quiet and n_loose > 0:
+                quiet = st[S_LHI] < mark and st[S_LLO] > mark
             if quiet and lhead < nl:
                 quiet = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL] < mark
             if quiet and shead < ns:
@@ -1829,7 +1874,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     n_orders += 1
             if alerted:
                 if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                    n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+                    n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
             if n_orders == 0:
                 break
             if rounds == max_rounds:
@@ -1939,7 +1984,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                             pend_side, pend_bp, pend_x, n_pend, fwork, iwork,
                                             st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+                n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
             while lhead < nl and acct[lorder[lhead], Q] == 0.0:
                 lhead += 1
             while shead < ns and acct[sorder[shead], Q] == 0.0:
@@ -1985,7 +2030,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                pend_x, n_pend, fwork, iwork, st)
             n_pend = 0
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                n_loose = _loosen(acct, touched, is_loose, loose, n_loose)
+                n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
         if social and boundary:
             st[S_PERIOD] += 1.0
             st[S_PMARK] = mark
