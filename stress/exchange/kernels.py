@@ -1155,13 +1155,52 @@ def _mark_listed(flag, mark, qpos, iwork, n_dirty, n_elig):
             mark[p] = flag
 
 
-@njit(cache=True, inline="always")
-def _next_streamed(p, end, h, qval, mark):
-    """The first size-order place from ``p`` on, before ``end``, of a streamed
-    account with a loss (not marked, ``qval·h`` not zero); ``end`` if none."""
-    while p < end and (mark[p] != 0 or qval[p] * h == 0.0):
-        p += 1
-    return p
+@leaf
+def _rank_sum(a, b, c):
+    """``Σ r·v`` over the values of the ascending arrays ``a``, ``b`` and ``c`` merged in
+    ascending order, ``r`` = 1, 2, … (the rank). Equal values may come in any order:
+    the terms are the same. Merged in runs: from the array with the smallest head,
+    every value up to the others' smallest head at once."""
+    na = a.shape[0]
+    nb = b.shape[0]
+    nc = c.shape[0]
+    m = na + nb + nc
+    acc = 0.0
+    r = 0
+    i = 0
+    j = 0
+    k = 0
+    while r < m:
+        va = a[i] if i < na else np.inf
+        vb = b[j] if j < nb else np.inf
+        vc = c[k] if k < nc else np.inf
+        if i < na and va <= vb and va <= vc:
+            bound = vb if vb < vc else vc
+            while i < na and a[i] <= bound:
+                r += 1
+                acc += r * a[i]
+                i += 1
+        elif j < nb and vb <= vc:
+            bound = va if va < vc else vc
+            while j < nb and b[j] <= bound:
+                r += 1
+                acc += r * b[j]
+                j += 1
+        elif k < nc:
+            bound = va if va < vb else vb
+            while k < nc and c[k] <= bound:
+                r += 1
+                acc += r * c[k]
+                k += 1
+        else:  # (only with NaN among the values: take the next one as it comes)
+            r += 1
+            if i < na:
+                acc += r * a[i]
+                i += 1
+            else:
+                acc += r * b[j]
+                j += 1
+    return acc
 
 
 @njit(cache=True)
@@ -1196,22 +1235,31 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
             frac = fwork[F_ADLL, i] / eq if eq > 0.0 else np.inf
             if frac > worst:
                 worst = frac
-    # The streamed accounts: open at the start, never changed, not in the list.
+    # The streamed accounts: open at the start, never changed, not in the list. Their
+    # losses, ascending per side (Q·H is monotone in |Q|: rounding is monotone), into
+    # two scratch rows.
     mark = iwork[I_MARK]
     hl = st[S_HL]
     hs = st[S_HS]
     n_dirty = int(st[S_NDIRTY])
-    n_q = qval.shape[0] if stream else 0
-    n_l = n_qlong if stream else 0
-    n_stream = 0
+    stream_l = fwork[F_BASE]
+    stream_s = fwork[F_SLOPE]
+    n_sl = 0
+    n_ss = 0
     if stream:
         _mark_listed(1, mark, qpos, iwork, n_dirty, m0)
-        for p in range(n_q):
+        for p in range(qval.shape[0]):
             if mark[p] == 0:
-                d = qval[p] * (hl if p < n_l else hs)
+                d = qval[p] * (hl if p < n_qlong else hs)
                 if d != 0.0:
-                    n_stream += 1
                     total += d
+                    if p < n_qlong:
+                        stream_l[n_sl] = d
+                        n_sl += 1
+                    else:
+                        stream_s[n_ss] = d
+                        n_ss += 1
+    n_stream = n_sl + n_ss
     m = m0 + n_extra + n_stream
     out[N_ACCOUNTS_HIT] = hit + n_stream
     out[ADL_MAX_LOSS_FRACTION] = worst
@@ -1221,29 +1269,8 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
             losses[r] = fwork[F_LOSS, iwork[I_ELIG, r]]
         losses[m0:] = extra
         _sort_nonnegative(losses)
-        # Merge the sorted list with the two streams (longs, shorts), each ascending
-        # (Q·H is monotone in |Q| under rounding, H being one number per side).
-        acc = 0.0
-        a = 0
-        pl = _next_streamed(0, n_l, hl, qval, mark)
-        ps = _next_streamed(n_l, n_q, hs, qval, mark)
-        for r in range(m):
-            v = losses[a] if a < losses.shape[0] else np.inf
-            src = 0
-            if pl < n_l and qval[pl] * hl < v:
-                v = qval[pl] * hl
-                src = 1
-            if ps < n_q and qval[ps] * hs < v:
-                v = qval[ps] * hs
-                src = 2
-            if src == 0:
-                a += 1
-            elif src == 1:
-                pl = _next_streamed(pl + 1, n_l, hl, qval, mark)
-            else:
-                ps = _next_streamed(ps + 1, n_q, hs, qval, mark)
-            acc += (r + 1) * v
-        out[LOSS_GINI] = 2.0 * acc / (m * total) - (m + 1.0) / m
+        out[LOSS_GINI] = 2.0 * _rank_sum(losses, stream_l[:n_sl], stream_s[:n_ss]) / (
+            m * total) - (m + 1.0) / m
     else:
         out[LOSS_GINI] = np.nan
     if stream:
