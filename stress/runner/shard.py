@@ -263,7 +263,7 @@ def shard_frame(out: np.ndarray, prep: Prepared, start: int,
     attrs = {
         "title": f"stress run {cfg.run.name}",
         "run_name": cfg.run.name,
-        "config": cfg.to_yaml(),
+        "config": prep.config_yaml,
         # The scenario laid over the config ("" for none); `config` is already the merge.
         "scenario": cfg.scenario or "",
         "config_hash": prep.config_hash,
