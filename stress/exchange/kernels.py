@@ -495,7 +495,8 @@ S_NS = 24  # open shorts
 # or below S_LHI, a loose short only at or above S_LLO (−inf / +inf: none).
 S_LHI = 25
 S_LLO = 26
-N_STATE = 27
+S_OWED_C = 27  # end of path: the rounding compensation of S_OWED's running sum
+N_STATE = 28
 
 # Per-account rows of ``fwork`` (zero on entry and on exit, except the scratch rows).
 F_LOSS = 11  # loss borne on the path (ADL cost and haircuts)
@@ -1022,7 +1023,8 @@ def _settled(pot, total, out, st):
 
 
 @leaf
-def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
+def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st, qval, qpos,
+               n_qlong):
     """Charge ``pot`` to the accounts in profit over the settlement period, pro rata to
     that profit and at most all of it. Returns the amount charged.
 
@@ -1037,12 +1039,28 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
     if st[S_GL] == 0.0:
         return _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st)
     if st[S_QREADY] == 0.0:
+        # The open quantity per side: the book's (its positions by size, read in
+        # sequence: a tenth of the memory of the accounts' rows), corrected by the
+        # accounts changed on the path so far.
         ql = 0.0
         qs = 0.0
-        nl = 0
-        ns = 0
-        for i in range(acct.shape[0]):
+        for p in range(n_qlong):
+            ql += qval[p]
+        for p in range(n_qlong, qval.shape[0]):
+            qs -= qval[p]
+        nl = n_qlong
+        ns = qval.shape[0] - n_qlong
+        for j in range(int(st[S_NDIRTY])):
+            i = iwork[I_DIRTY, j]
+            p = qpos[i]
+            q0 = qval[p] if p >= 0 else 0.0
             q = acct[i, Q]
+            if q0 > 0.0:
+                ql -= q0
+                nl -= 1
+            elif q0 < 0.0:
+                qs += q0
+                ns -= 1
             if q > 0.0:
                 ql += q
                 nl += 1
@@ -1209,7 +1227,8 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     coefficient of losses over the eligible accounts, ``extra`` (the losses of
     changed accounts not in the list, all positive: see :func:`_owed`) and, with
     ``stream``, the accounts never changed on the path that owe lazy haircuts
-    (``Q·H`` of their side); resets the list's rows to zero.
+    (``Q·H`` of their side), whose haircuts also complete the sum ``S_OWED``;
+    resets the list's rows to zero.
 
     The Gini needs the losses in order. The listed ones are sorted; the streamed
     ones (often most of the book) come in order from ``qval``, the book's open
@@ -1246,6 +1265,8 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     stream_s = fwork[F_SLOPE]
     n_sl = 0
     n_ss = 0
+    owed = st[S_OWED]
+    owed_c = st[S_OWED_C]
     if stream:
         _mark_listed(1, mark, qpos, iwork, n_dirty, m0)
         for p in range(qval.shape[0]):
@@ -1253,12 +1274,15 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
                 d = qval[p] * (hl if p < n_qlong else hs)
                 if d != 0.0:
                     total += d
+                    owed, owed_c = _neumaier(owed, owed_c, d)
                     if p < n_qlong:
                         stream_l[n_sl] = d
                         n_sl += 1
                     else:
                         stream_s[n_ss] = d
                         n_ss += 1
+    st[S_OWED] = owed + owed_c
+    st[S_OWED_C] = 0.0
     n_stream = n_sl + n_ss
     m = m0 + n_extra + n_stream
     out[N_ACCOUNTS_HIT] = hit + n_stream
@@ -2041,7 +2065,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             pot = 0.0
             for p in range(n_pend):
                 pot += pend_rem[p]
-            charged = _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st)
+            charged = _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st,
+                                 qval, qpos, n_qlong)
             out[SOCIALISED_LOSS] += charged
             left = (pot - charged) / pot
             if charged > 0.0 or left > 0.0:
@@ -2112,26 +2137,32 @@ def _neumaier(total, comp, v):
 
 @leaf
 def _owed(acct, fwork, iwork, st, extra):
-    """End of path: the lazy haircuts still owed, as losses of the accounts that
-    owe them. An eligible account's is added to its ``F_LOSS``; the others are
-    eligible too. Those changed on the path put their losses into ``extra`` (their
-    count is returned); those never changed owe ``Q·H`` of their side and are
-    streamed in size order by :func:`_fairness`. The sum of all, compensated, goes
-    into ``S_OWED`` of the state for :func:`_cash_change`."""
+    """End of path: the lazy haircuts still owed by the listed accounts, as their
+    losses. An eligible account's is added to its ``F_LOSS``; a changed one's goes
+    into ``extra`` (their count is returned). The accounts never changed owe ``Q·H``
+    of their side and are streamed in size order by :func:`_fairness`, which
+    finishes the sum of all, compensated (``S_OWED``, ``S_OWED_C``), for
+    :func:`_cash_change`. O(listed accounts)."""
     k = 0
     total = 0.0
     comp = 0.0
-    for i in range(acct.shape[0]):
+    for r in range(int(st[S_NELIG])):
+        i = iwork[I_ELIG, r]
         d = _pending(i, acct, fwork, st)
-        if d == 0.0:
-            continue
-        if iwork[I_FLAG, i] != 0:
+        if d != 0.0:
             fwork[F_LOSS, i] += d
-        elif iwork[I_DFLAG, i] != 0:
+            total, comp = _neumaier(total, comp, d)
+    for j in range(int(st[S_NDIRTY])):
+        i = iwork[I_DIRTY, j]
+        if iwork[I_FLAG, i] != 0:
+            continue  # eligible: above
+        d = _pending(i, acct, fwork, st)
+        if d != 0.0:
             extra[k] = d
             k += 1
-        total, comp = _neumaier(total, comp, d)
-    st[S_OWED] = total + comp
+            total, comp = _neumaier(total, comp, d)
+    st[S_OWED] = total
+    st[S_OWED_C] = comp
     return k
 
 
