@@ -13,7 +13,9 @@ or returns.
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
 from typing import Callable
 
 NUMBA_DISABLED = os.environ.get("STRESS_DISABLE_NUMBA", "").strip() not in ("", "0")
@@ -28,6 +30,32 @@ def borrowed(a):
 # What the command line prints when numba compiles instead of loading its cache.
 COMPILE_NOTICE = ("Compiling the kernels with numba: once after installing or upgrading, "
                   "1-3 minutes on 2 cores; later runs load them from the cache.")
+
+
+class _NoLinalg(importlib.abc.MetaPathFinder):
+    """An import finder that refuses ``scipy.linalg`` (see :func:`skip_blas_probe`)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "scipy.linalg":
+            raise ImportError("scipy.linalg: not imported while numba looks for a BLAS")
+        return None
+
+
+def skip_blas_probe() -> None:
+    """For a command's own process: load numba's array functions without their
+    probe for a BLAS. ``numba.np.arraymath`` imports ``scipy.linalg`` on import
+    (≈ 0.3 s, a sixth of a small run's start) only to learn whether ``np.dot``
+    and friends can compile; the kernels use no BLAS. Afterwards numba compiles
+    no BLAS function in this process; ``scipy.linalg`` itself imports as usual.
+    Nothing is done if either module is already loaded."""
+    if NUMBA_DISABLED or "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    finder = _NoLinalg()
+    sys.meta_path.insert(0, finder)
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def on_first_compile(notify: Callable[[], None]) -> None:

@@ -86,3 +86,31 @@ def test_leaf_helpers_compile_without_reference_counting():
         # numba's private option, where this numba version has it
         expected = False if hasattr(CPUTargetOptions, "_nrt") else None
         assert ends.targetoptions.get("_nrt") is expected
+
+
+def test_skip_blas_probe_loads_numba_without_scipy_linalg():
+    # In a fresh process: numba's array functions load without importing scipy.linalg
+    # (the 0.3 s BLAS probe), the kernels still compile and run, and scipy.linalg
+    # imports as usual afterwards.
+    import subprocess
+    import textwrap
+    code = textwrap.dedent("""
+        import sys
+        from stress._jit import NUMBA_DISABLED, skip_blas_probe
+        skip_blas_probe()
+        if not NUMBA_DISABLED:
+            assert "numba.np.arraymath" in sys.modules
+        assert "scipy.linalg" not in sys.modules
+        import numpy as np
+        from stress.exchange.kernels import argsort_stable
+        x = np.random.default_rng(1).random(1000)
+        assert np.array_equal(argsort_stable(x), np.argsort(x, kind="stable"))
+        import scipy.linalg
+        assert abs(scipy.linalg.norm(np.array([3.0, 4.0])) - 5.0) < 1e-12
+        skip_blas_probe()  # a second call does nothing
+        print("ok")
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "ok"

@@ -21,8 +21,11 @@ CLUSTER_OPTION = typer.Option(
 
 def announce_compiles() -> None:
     """Say on stderr when numba compiles the kernels in this command (1-3 minutes
-    after installing; later runs load them from the cache)."""
-    from stress._jit import COMPILE_NOTICE, on_first_compile
+    after installing; later runs load them from the cache). Also loads numba's
+    array functions without their BLAS probe (:func:`stress._jit.skip_blas_probe`:
+    0.3 s of a small run's start), in this command's process only."""
+    from stress._jit import COMPILE_NOTICE, on_first_compile, skip_blas_probe
+    skip_blas_probe()
     on_first_compile(lambda: typer.echo(COMPILE_NOTICE, err=True))
 
 
