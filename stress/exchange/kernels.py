@@ -1664,9 +1664,9 @@ def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, 
     Such a step only decays the mark's displacement and the depth used,
     accumulates the premium and closes a settlement period: exactly what
     :func:`simulate_path` would do with it, in a loop of its own (≈ 25 ns a step
-    inside the kernel's body, whose state does not fit in registers). Returns the first step that is not quiet
-    and the updated ``(disp, used_bid, used_ask, premium_sum, premium_n,
-    next_settle)``."""
+    inside the kernel's body, whose state does not fit in registers; a few ns
+    here). Returns the first step that is not quiet and the updated ``(disp,
+    used_bid, used_ask, premium_sum, premium_n, next_settle)``."""
     lthr = -np.inf
     if lhead < nl:
         lthr = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL]
