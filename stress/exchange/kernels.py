@@ -1174,17 +1174,18 @@ def _mark_listed(flag, mark, qpos, iwork, n_dirty, n_elig):
 
 
 @leaf
-def _rank_sum(a, b, c):
+def _rank_sum(a, b, c, r0):
     """``Σ r·v`` over the values of the ascending arrays ``a``, ``b`` and ``c`` merged in
-    ascending order, ``r`` = 1, 2, … (the rank). Equal values may come in any order:
+    ascending order, ``r`` = r0 + 1, r0 + 2, … (the rank after ``r0`` smaller values
+    left out: zeros add nothing to the sum). Equal values may come in any order:
     the terms are the same. Merged in runs: from the array with the smallest head,
     every value up to the others' smallest head at once."""
     na = a.shape[0]
     nb = b.shape[0]
     nc = c.shape[0]
-    m = na + nb + nc
+    m = r0 + na + nb + nc
     acc = 0.0
-    r = 0
+    r = r0
     i = 0
     j = 0
     k = 0
@@ -1288,13 +1289,22 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     out[N_ACCOUNTS_HIT] = hit + n_stream
     out[ADL_MAX_LOSS_FRACTION] = worst
     if total > 0.0:
+        # The listed losses in order; the zeros (eligible accounts that bore nothing)
+        # come first and add nothing: only their count is needed.
         losses = np.empty(m0 + n_extra)
+        n_pos = 0
         for r in range(m0):
-            losses[r] = fwork[F_LOSS, iwork[I_ELIG, r]]
-        losses[m0:] = extra
+            v = fwork[F_LOSS, iwork[I_ELIG, r]]
+            if v > 0.0:
+                losses[n_pos] = v
+                n_pos += 1
+        for r in range(n_extra):
+            losses[n_pos] = extra[r]
+            n_pos += 1
+        losses = losses[:n_pos]
         _sort_nonnegative(losses)
-        out[LOSS_GINI] = 2.0 * _rank_sum(losses, stream_l[:n_sl], stream_s[:n_ss]) / (
-            m * total) - (m + 1.0) / m
+        acc = _rank_sum(losses, stream_l[:n_sl], stream_s[:n_ss], m0 + n_extra - n_pos)
+        out[LOSS_GINI] = 2.0 * acc / (m * total) - (m + 1.0) / m
     else:
         out[LOSS_GINI] = np.nan
     if stream:

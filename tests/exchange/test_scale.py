@@ -245,8 +245,13 @@ def test_the_rank_sum_of_three_sorted_streams_is_that_of_their_sorted_union():
             x = rng.choice([0.0, 0.5, 1.0, 2.0, 7.25], n) if rng.random() < 0.5 else \
                 rng.lognormal(0.0, 2.0, n)
             parts.append(np.sort(x))
-        assert _rank_sum(*parts) == direct(*parts)
+        assert _rank_sum(*parts, 0) == direct(*parts)
+        # Zeros left out of the first array, counted in r0: the same sum, bit for bit.
+        zeros = int(np.sum(parts[0] == 0.0))
+        assert _rank_sum(parts[0][zeros:], parts[1], parts[2], zeros) == direct(*parts)
     a = np.array([1.0, 2.0, 2.0, 5.0])
-    assert _rank_sum(a, empty, empty) == _rank_sum(empty, a, empty) == _rank_sum(empty, empty, a)
-    assert _rank_sum(a, empty, empty) == 1.0 + 2 * 2.0 + 3 * 2.0 + 4 * 5.0
-    assert _rank_sum(empty, empty, empty) == 0.0
+    assert _rank_sum(a, empty, empty, 0) == _rank_sum(empty, a, empty, 0) \
+        == _rank_sum(empty, empty, a, 0)
+    assert _rank_sum(a, empty, empty, 0) == 1.0 + 2 * 2.0 + 3 * 2.0 + 4 * 5.0
+    assert _rank_sum(a, empty, empty, 3) == 4.0 + 5 * 2.0 + 6 * 2.0 + 7 * 5.0
+    assert _rank_sum(empty, empty, empty, 0) == 0.0
