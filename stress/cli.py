@@ -51,13 +51,15 @@ def validate(
     scenario: Optional[str] = typer.Option(None, "--scenario", help=SCENARIO_HELP),
 ) -> None:
     """Check a config (and the files it reads); exit 0 if valid, 2 if not."""
-    from stress._jit import skip_blas_probe
+    from stress.config import CSVPopulation
     from stress.errors import StressError
     from stress.runner.prepare import prepare
     from stress.runner.run import resolve_config
-    skip_blas_probe()
     try:
         cfg = resolve_config(config, {}, scenario)
+        if not isinstance(cfg.population, CSVPopulation):  # (its check runs the kernel)
+            from stress._jit import skip_blas_probe
+            skip_blas_probe()
         prepare(cfg)
     except StressError as e:
         _fail(str(e))
