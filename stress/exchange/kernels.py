@@ -1173,6 +1173,17 @@ def _mark_listed(flag, mark, qpos, iwork, n_dirty, n_elig):
             mark[p] = flag
 
 
+@njit(cache=True, inline="always")
+def _run(x, i, n, bound, r, acc):
+    """Add the values of ``x`` from ``i`` on while they are at most ``bound`` to the
+    rank sum ``acc`` (ranks from ``r + 1``); returns the new ``(i, r, acc)``."""
+    while i < n and x[i] <= bound:
+        r += 1
+        acc += r * x[i]
+        i += 1
+    return i, r, acc
+
+
 @leaf
 def _rank_sum(a, b, c, r0):
     """``Σ r·v`` over the values of the ascending arrays ``a``, ``b`` and ``c`` merged in
@@ -1194,23 +1205,11 @@ def _rank_sum(a, b, c, r0):
         vb = b[j] if j < nb else np.inf
         vc = c[k] if k < nc else np.inf
         if i < na and va <= vb and va <= vc:
-            bound = vb if vb < vc else vc
-            while i < na and a[i] <= bound:
-                r += 1
-                acc += r * a[i]
-                i += 1
+            i, r, acc = _run(a, i, na, vb if vb < vc else vc, r, acc)
         elif j < nb and vb <= vc:
-            bound = va if va < vc else vc
-            while j < nb and b[j] <= bound:
-                r += 1
-                acc += r * b[j]
-                j += 1
+            j, r, acc = _run(b, j, nb, va if va < vc else vc, r, acc)
         elif k < nc:
-            bound = va if va < vb else vb
-            while k < nc and c[k] <= bound:
-                r += 1
-                acc += r * c[k]
-                k += 1
+            k, r, acc = _run(c, k, nc, va if va < vb else vb, r, acc)
         else:  # (only with NaN among the values: take the next one as it comes)
             r += 1
             if i < na:
