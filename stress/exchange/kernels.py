@@ -1318,6 +1318,17 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
 
 
 @njit(cache=True, inline="always")
+def _reach(a, q, acct, fwork, st):
+    """Account ``a``'s threshold (position ``q``) widened by the lazy haircuts charged
+    since its cash last took them: a long can trigger only at or below it, a short
+    only at or above. The one expression the detection and the loose accounts'
+    bounds (:func:`_loosen`) both test, so that the bounds are exact."""
+    if q > 0.0:
+        return acct[a, THR] + (st[S_HL] - fwork[F_H0, a]) * st[S_GL]
+    return acct[a, THR] - (fwork[F_H0, a] - st[S_HS]) * st[S_GS]
+
+
+@njit(cache=True, inline="always")
 def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
             is_loose, loose, n_loose, cand, act, fwork, st):
     """Accounts with something to do at ``mark`` into ``cand`` (actions in ``act``), in
@@ -1347,13 +1358,13 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
                     act[m] = w
                     m += 1
             elif q > 0.0:
-                if mark <= acct[a, THR] + (st[S_HL] - fwork[F_H0, a]) * gl:
+                if mark <= _reach(a, q, acct, fwork, st):
                     w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
                     if w != ACT_NONE:
                         cand[m] = a
                         act[m] = w
                         m += 1
-            elif mark >= acct[a, THR] - (fwork[F_H0, a] - st[S_HS]) * gs:
+            elif mark >= _reach(a, q, acct, fwork, st):
                 w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
                 if w != ACT_NONE:
                     cand[m] = a
@@ -1394,15 +1405,14 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
     for j in range(n_loose):
         a = loose[j]
         q = acct[a, Q]
-        thr = acct[a, THR]
         if q > 0.0:
-            if mark <= thr + (st[S_HL] - fwork[F_H0, a]) * gl:
+            if mark <= _reach(a, q, acct, fwork, st):
                 w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
                 if w != ACT_NONE:
                     cand[m] = a
                     act[m] = w
                     m += 1
-        elif q < 0.0 and mark >= thr - (fwork[F_H0, a] - st[S_HS]) * gs:
+        elif q < 0.0 and mark >= _reach(a, q, acct, fwork, st):
             w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
             if w != ACT_NONE:
                 cand[m] = a
@@ -1445,22 +1455,18 @@ def _loosen(acct, touched, is_loose, loose, n_loose, fwork, st):
     k = 0
     hi = -np.inf
     lo = np.inf
-    gl = st[S_GL]
-    gs = st[S_GS]
     for j in range(n_loose):
         a = loose[j]
         q = acct[a, Q]
         if q != 0.0:
             loose[k] = a
             k += 1
+            v = _reach(a, q, acct, fwork, st)
             if q > 0.0:
-                v = acct[a, THR] + (st[S_HL] - fwork[F_H0, a]) * gl
                 if v > hi:
                     hi = v
-            else:
-                v = acct[a, THR] - (fwork[F_H0, a] - st[S_HS]) * gs
-                if v < lo:
-                    lo = v
+            elif v < lo:
+                lo = v
         else:
             is_loose[a] = False
     st[S_LHI] = hi
