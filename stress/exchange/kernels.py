@@ -1669,37 +1669,46 @@ def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
     return total
 
 
+@njit(cache=True, inline="always")
+def _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st):
+    """``(lo, hi)``: nothing triggers at a mark strictly between them. The sorted
+    sides' heads with the walks' widening by the lazy haircuts (as :func:`_detect`
+    stops its walks), and the loose accounts' bounds (:func:`_loosen`); −inf / +inf
+    where a side has none."""
+    lo = -np.inf
+    if lhead < nl:
+        lo = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL]
+    hi = np.inf
+    if shead < ns:
+        hi = skey[shead] - (st[S_HS0] - st[S_HS]) * st[S_GS]
+    if n_loose > 0:
+        if st[S_LHI] > lo:
+            lo = st[S_LHI]
+        if st[S_LLO] < hi:
+            hi = st[S_LLO]
+    return lo, hi
+
+
 @leaf
 def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, social, disp,
                  used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
-                 index, mark0, lkey, skey, lhead, shead, nl, ns, n_loose, out, st):
+                 index, mark0, lo, hi, out, st):
     """Run the quiet steps from step ``t`` on: the steps before the last at which no
-    funding is paid, no fund recorded, and the mark crosses neither sorted side's
-    head nor the loose accounts' bounds (no pending loss: the caller checks).
+    funding is paid, no fund recorded, and the mark stays strictly between ``lo``
+    and ``hi`` (:func:`_quiet_bounds`; no pending loss: the caller checks).
     Such a step only decays the mark's displacement and the depth used,
     accumulates the premium and closes a settlement period: exactly what
     :func:`simulate_path` would do with it, in a loop of its own (≈ 25 ns a step
     inside the kernel's body, whose state does not fit in registers; a few ns
     here). Returns the first step that is not quiet and the updated ``(disp,
     used_bid, used_ask, premium_sum, premium_n, next_settle)``."""
-    lthr = -np.inf
-    if lhead < nl:
-        lthr = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL]
-    sthr = np.inf
-    if shead < ns:
-        sthr = skey[shead] - (st[S_HS0] - st[S_HS]) * st[S_GS]
-    if n_loose > 0:
-        if st[S_LHI] > lthr:
-            lthr = st[S_LHI]
-        if st[S_LLO] < sthr:
-            sthr = st[S_LLO]
     gap = out[MARK_INDEX_GAP]
     while t < last and t != next_funding and t != next_record:
         d = disp
         if d != 1.0:
             d = 1.0 + (d - 1.0) * permanent_decay
         mark = mark0[t] * d
-        if not (lthr < mark and sthr > mark):
+        if not (lo < mark and hi > mark):
             break
         disp = d
         used_bid *= used_decay
@@ -1884,10 +1893,11 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     while t <= last:
         if detect == DETECT_SORTED and n_pend == 0 and st[S_WIDE] == 0.0:
             # The steps where nothing triggers and nothing is due, in a loop of their own.
+            lo, hi = _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st)
             t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle = _quiet_steps(
                 t, last, next_funding, next_record, next_settle, settle_every, social, disp,
                 used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
-                index, mark0, lkey, skey, lhead, shead, nl, ns, n_loose, out, st)
+                index, mark0, lo, hi, out, st)
         platform_before = out[PLATFORM_LOSS]
         if disp != 1.0:
             disp = 1.0 + (disp - 1.0) * permanent_decay
@@ -1915,15 +1925,10 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         while True:
             # Most steps trigger nothing: the heads of the sorted sides tell, without
             # the call of _detect and its two dozen arguments (≈ 300 ns a step).
-            quiet = detect == DETECT_SORTED
-            if quiet and n_loose > 0:
-                quiet = st[S_LHI] < mark and st[S_LLO] > mark
-            if quiet and lhead < nl:
-                quiet = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL] < mark
-            if quiet and shead < ns:
-                quiet = skey[shead] - (st[S_HS0] - st[S_HS]) * st[S_GS] > mark
-            if quiet:
-                break
+            if detect == DETECT_SORTED:
+                lo, hi = _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st)
+                if lo < mark and hi > mark:
+                    break
             m = _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead,
                         shead, nl, ns, is_loose, loose, n_loose, cand, act, fwork, st)
             # Alerts (and top-ups) first; the stops and liquidations are the orders.
