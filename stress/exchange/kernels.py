@@ -2264,7 +2264,6 @@ def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0
         st[S_RESORTED] = 0.0
 
 
-
 @njit(cache=True)
 def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base, lorder,
                       sorder, lkey, skey, lorder0, sorder0, lkey0, skey0, n_long, n_short, qval,
@@ -2283,6 +2282,7 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
                       touched, is_loose, st)
         restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0,
                      fwork, iwork, st)
+
 
 class BookRunner:
     """One book, ready to run many paths and policies.
@@ -2385,6 +2385,7 @@ def layer_table(layers) -> tuple[np.ndarray, np.ndarray]:
     for p, lay in enumerate(layers):
         table[p, :len(lay)] = lay
     return table, n
+
 
 def walk_permutation(prepared, n: int) -> np.ndarray:
     """The rows of a book of ``n`` accounts in the order the kernel's walks visit
