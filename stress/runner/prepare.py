@@ -30,13 +30,9 @@ class Prepared:
     book: Book | None  # None when the book is redrawn per path
     config_hash: str
     # The config as YAML for every shard file's attributes, serialised once (it was a
-    # third of the driver's time per shard). Set on construction, never later: the
+    # third of the driver's time per shard), by prepare(): not lazily, since the
     # object is pickled to workers while the driver runs.
-    config_yaml: str = ""
-
-    def __post_init__(self):
-        if not self.config_yaml:
-            self.config_yaml = self.config.to_yaml()
+    config_yaml: str
 
     @property
     def policy_names(self) -> list[str]:
@@ -86,4 +82,4 @@ def prepare(cfg: Config) -> Prepared:
         raise e.with_source(src) if src else e
     layers = [np.asarray([LAYER_CODES[name] for name in p.layer_names], dtype=np.int64)
               for p in cfg.policies]
-    return Prepared(cfg, tiers, layers, s0, replay, book, cfg.hash())
+    return Prepared(cfg, tiers, layers, s0, replay, book, cfg.hash(), cfg.to_yaml())
