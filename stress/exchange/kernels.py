@@ -366,14 +366,89 @@ def _radix_passes(ka, kb, ia, ib, count):
     return swapped
 
 
+# Most keys a sort spreads over buckets (:func:`_spread`); a radix sort above.
+SPREAD_MAX = 4096
+
+
+@leaf
+def _spread(ka, ia, kb, ib, count):
+    """Sort the unsigned keys ``ka`` into ``kb``, stably, moving the payload ``ia``
+    into ``ib`` with them unless it is empty; ``count`` is scratch of 2,049.
+
+    One counting pass spreads the keys over as many buckets as keys (a power of
+    two, at most 2,048) by the top bits of ``key − min``; an insertion sort then
+    orders each bucket, in moves bounded by the pairs of keys sharing a bucket.
+    Returns False, having written nothing, when those pairs exceed 4 per key
+    (keys crowded into a few buckets by outliers) unless every bucket holds one
+    key value: the caller sorts otherwise.
+    About 3x faster than :func:`_radix_passes` at 1,000 keys, whose 2,048-digit
+    passes cost as much as the keys."""
+    m = ka.shape[0]
+    if m == 0:
+        return True
+    carry = ia.shape[0] > 0
+    lo = ka[0]
+    hi = ka[0]
+    for k in range(1, m):
+        v = ka[k]
+        if v < lo:
+            lo = v
+        elif v > hi:
+            hi = v
+    nb = 1
+    while nb < m and nb < 2048:
+        nb *= 2
+    span = hi - lo
+    shift = 0
+    while (span >> np.uint64(shift)) >= np.uint64(nb):
+        shift += 1
+    sh = np.uint64(shift)
+    count[:nb + 1] = 0
+    for k in range(m):
+        count[((ka[k] - lo) >> sh) + 1] += 1
+    pairs = 0
+    for d in range(nb):
+        c = count[d + 1]
+        pairs += c * (c - 1)
+        count[d + 1] += count[d]
+    if pairs > 8 * m and shift > 0:
+        return False
+    for k in range(m):
+        d = (ka[k] - lo) >> sh
+        j = count[d]
+        kb[j] = ka[k]
+        if carry:
+            ib[j] = ia[k]
+        count[d] = j + 1
+    if shift == 0:
+        return True  # one key per bucket: sorted
+    # The buckets are in order: an insertion sort moves keys within them only.
+    for k in range(1, m):
+        v = kb[k]
+        if kb[k - 1] <= v:
+            continue
+        p = ib[k] if carry else 0
+        j = k - 1
+        while j >= 0 and kb[j] > v:
+            kb[j + 1] = kb[j]
+            if carry:
+                ib[j + 1] = ib[j]
+            j -= 1
+        kb[j + 1] = v
+        if carry:
+            ib[j + 1] = p
+    return True
+
+
 @njit(cache=True)
 def argsort_stable(key):
     """The stable ascending order of ``key`` (float64): equal to ``np.argsort(key,
-    kind="stable")``, NaN last, -0.0 equal to 0.0. Above 512 values a radix sort
-    (:func:`_radix_passes`) of the IEEE bit patterns mapped to order-preserving
-    unsigned integers: 3x faster than numba's merge sort at 32,000 values."""
+    kind="stable")``, NaN last, -0.0 equal to 0.0. The IEEE bit patterns mapped to
+    order-preserving unsigned integers, sorted by :func:`_spread` (up to
+    :data:`SPREAD_MAX` values) or a radix sort (:func:`_radix_passes`; 3x faster
+    than numba's merge sort at 32,000 values)."""
     m = key.shape[0]
-    if m <= 512 or NUMBA_DISABLED:  # (pure Python: numpy's own stable sort)
+    if m < 8 or NUMBA_DISABLED:  # (pure Python: numpy's own stable sort)
         return np.argsort(key, kind="mergesort")
     ka = np.empty(m, dtype=np.uint64)
     ia = np.empty(m, dtype=np.int64)
@@ -390,8 +465,12 @@ def argsort_stable(key):
             b = bits[0]
             ka[k] = ~b if b & top else b | top
         ia[k] = k
+    kb = np.empty(m, dtype=np.uint64)
     ib = np.empty(m, dtype=np.int64)
-    if _radix_passes(ka, np.empty(m, dtype=np.uint64), ia, ib, np.empty(2049, np.int64)):
+    count = np.empty(2049, np.int64)
+    if m <= SPREAD_MAX and _spread(ka, ia, kb, ib, count):
+        return ib
+    if _radix_passes(ka, kb, ia, ib, count):
         return ib
     return ia
 
@@ -1144,18 +1223,22 @@ def _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
 
 @njit(cache=True)
 def _sort_nonnegative(x):
-    """Sort ``x`` (finite, ≥ 0) in place. Above 2,000 values a radix sort
-    (:func:`_radix_passes`) of the IEEE bit patterns, which for non-negative
-    floats order as integers: numba's own sort took 5 ms for 45,000 losses, this
-    0.6 ms. The result is the same sorted array either way."""
+    """Sort ``x`` (finite, ≥ 0) in place, as integers: the IEEE bit patterns of
+    non-negative floats order as their values. By :func:`_spread` up to
+    :data:`SPREAD_MAX` values, else a radix sort (:func:`_radix_passes`; numba's
+    own sort took 5 ms for 45,000 losses, this 0.6 ms). The result is the same
+    sorted array either way."""
     m = x.shape[0]
-    if m <= 2000:
+    if m < 8 or NUMBA_DISABLED:  # (pure Python: numpy's own sort)
         x.sort()
         return
     keys = x.view(np.uint64)
     tmp = np.empty(m, dtype=np.uint64)
     none = np.empty(0, dtype=np.int64)
-    if _radix_passes(keys, tmp, none, none, np.empty(2049, np.int64)):
+    count = np.empty(2049, np.int64)
+    if m <= SPREAD_MAX and _spread(keys, none, tmp, none, count):
+        keys[:] = tmp
+    elif _radix_passes(keys, tmp, none, none, count):
         keys[:] = tmp
 
 

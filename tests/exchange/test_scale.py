@@ -179,26 +179,31 @@ def test_a_reordered_book_is_the_book_in_walk_order(seed):
     np.testing.assert_array_equal(got[2][:, 7], u)
 
 
-def test_the_radix_sort_of_losses_equals_numpy_sort():
-    # The Gini's sort of the losses: a radix sort of the bit patterns above 2,000
-    # values, numba's sort below; both the same sorted array as numpy's.
+def test_the_sort_of_losses_equals_numpy_sort():
+    # The Gini's sort of the losses: spread over buckets up to 4,096 values, a radix
+    # sort of the bit patterns above (with crowded keys below too); both the same
+    # sorted array as numpy's.
     from stress.exchange.kernels import _sort_nonnegative
     rng = np.random.default_rng(7)
-    for m in (0, 1, 2, 1999, 2001, 45_000):
+    for m in (0, 1, 2, 7, 8, 1999, 4096, 4097, 45_000):
+        crowded = rng.random(m)
+        crowded[::97] = 1e300  # one bucket holds nearly every key: the radix sort
         for x in (rng.pareto(1.3, m) * 1e4, np.round(rng.random(m), 2), np.full(m, 3.5),
-                  rng.random(m) * 1e-300, np.where(rng.random(m) < 0.5, 0.0, rng.random(m))):
+                  rng.random(m) * 1e-300, np.where(rng.random(m) < 0.5, 0.0, rng.random(m)),
+                  crowded):
             y = x.copy()
             _sort_nonnegative(y)
             np.testing.assert_array_equal(y, np.sort(x))
 
 
-def test_the_radix_argsort_equals_numpy_stable_argsort():
-    # The ADL queue's and the book's sorts: a radix sort above 512 values, numba's
-    # merge sort below; both numpy's stable order (ties in index order, -0.0 tied
-    # with 0.0, -inf first, +inf then NaN last).
+def test_the_stable_argsort_equals_numpy_stable_argsort():
+    # The ADL queue's and the book's sorts: spread over buckets up to 4,096 values,
+    # a radix sort above (and below for crowded keys), numba's merge sort under 8;
+    # all numpy's stable order (ties in index order, -0.0 tied with 0.0, -inf
+    # first, +inf then NaN last).
     from stress.exchange.kernels import argsort_stable
     rng = np.random.default_rng(11)
-    for m in (0, 1, 512, 513, 5_000, 40_000):
+    for m in (0, 1, 7, 8, 512, 513, 1000, 4096, 4097, 40_000):
         mixed = rng.standard_normal(m) * 1e3
         mixed[::7] = -np.inf
         mixed[::11] = 0.0
@@ -206,9 +211,40 @@ def test_the_radix_argsort_equals_numpy_stable_argsort():
         mixed[::17] = np.inf
         mixed[::19] = np.nan
         mixed[::23] = -np.nan
+        outlier = rng.standard_normal(m)
+        outlier[::101] = -1e300
         for x in (rng.random(m) * 1e5 - 5e4, rng.integers(-30, 30, m).astype(float), mixed,
-                  np.full(m, -2.5), -rng.pareto(1.2, m), rng.random(m) * 1e-305):
+                  np.full(m, -2.5), -rng.pareto(1.2, m), rng.random(m) * 1e-305, outlier):
             np.testing.assert_array_equal(argsort_stable(x), np.argsort(x, kind="stable"))
+
+
+@pytest.mark.parametrize("m", [1, 2, 9, 300, 2048, 3000])
+def test_spread_sorts_integers_stably_or_declines_crowded_keys(m):
+    # _spread directly (compiled, or as Python with STRESS_DISABLE_NUMBA=1): the
+    # sorted keys and the stable order of the payload; keys that crowd one bucket
+    # (an outlier stretching the range) make it decline and leave its output alone.
+    from stress.exchange.kernels import _spread
+    rng = np.random.default_rng(m)
+    count = np.empty(2049, np.int64)
+    for ka in (rng.integers(0, 2**63, m, dtype=np.uint64),
+               rng.integers(0, 5, m, dtype=np.uint64) + np.uint64(2**62),
+               np.sort(rng.integers(0, 2**40, m, dtype=np.uint64))[::-1].copy()):
+        ia = np.arange(m, dtype=np.int64)
+        kb = np.empty(m, np.uint64)
+        ib = np.empty(m, np.int64)
+        assert _spread(ka, ia, kb, ib, count)
+        order = np.argsort(ka, kind="stable")
+        np.testing.assert_array_equal(ib, order)
+        np.testing.assert_array_equal(kb, ka[order])
+        kb[:] = 0
+        assert _spread(ka, np.empty(0, np.int64), kb, ib, count)  # keys only
+        np.testing.assert_array_equal(kb, ka[order])
+    if m >= 300:
+        ka = rng.integers(0, 2**20, m, dtype=np.uint64)
+        ka[0] = np.uint64(2**63)  # every other key in the first bucket
+        kb = np.zeros(m, np.uint64)
+        assert not _spread(ka, np.arange(m, dtype=np.int64), kb, np.empty(m, np.int64), count)
+        assert not kb.any()
 
 
 def test_size_order_lists_open_positions_by_size_per_side():
