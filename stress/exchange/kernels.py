@@ -526,14 +526,19 @@ def prepare_book(acct, tt, params):
 
 
 @leaf
-def _moved(i, acct, tt, params, touched):
-    """Account ``i`` changed: recompute its threshold and record it, once until the
-    next :func:`_loosen` (``touched[0]`` is the count, ``touched[1:n+1]`` the list,
-    ``touched[n+1:]`` the flags; a closed position needs no record: the walks skip
-    it)."""
-    acct[i, THR] = event_threshold(i, acct, tt, params)
+def _moved(i, acct, touched):
+    """Account ``i`` changed: record it, once until the next :func:`_loosen`, which
+    recomputes its threshold (``touched[0]`` is the count, ``touched[1:n+1]`` the
+    list, ``touched[n+1:]`` the flags). Only the walks and the loose accounts'
+    bounds read a threshold, and a call of :func:`_loosen` comes between every
+    change and them: an account ADL reduces many times in a round (the head of
+    the queue, once per loss) gets one threshold, not one per change. A closed
+    position's threshold is NaN at once and needs no record: the walks skip it."""
+    if acct[i, Q] == 0.0:
+        acct[i, THR] = np.nan
+        return
     flag = 1 + acct.shape[0] + i
-    if acct[i, Q] != 0.0 and touched[flag] == 0:
+    if touched[flag] == 0:
         touched[flag] = 1
         touched[0] += 1
         touched[touched[0]] = i
@@ -823,7 +828,7 @@ def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwor
     fwork[F_LOSS, i] += cost
     fwork[F_ADLL, i] += cost
     _set_qty(i, 0.0 if take >= abs(q) else q - s * take, acct, st)
-    _moved(i, acct, tt, params, touched)
+    _moved(i, acct, touched)
     out[N_ADL] += 1.0
     out[ADL_NOTIONAL] += take * bp
     return cost
@@ -1086,7 +1091,7 @@ def _haircut(i, charge, acct, tt, params, touched, fwork, iwork, st):
     acct[i, C] -= charge
     fwork[F_LOSS, i] += charge
     if acct[i, Q] != 0.0:
-        _moved(i, acct, tt, params, touched)
+        _moved(i, acct, touched)
 
 
 @njit(cache=True, inline="always")
@@ -1517,8 +1522,9 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
 
 
 @leaf
-def _loosen(acct, touched, is_loose, loose, n_loose, fwork, st):
-    """Accounts whose thresholds moved become loose; closed ones leave the list.
+def _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st):
+    """The accounts changed since the last call (:func:`_moved`) get their thresholds
+    recomputed and become loose; closed ones leave the list.
 
     Also bounds where the loose accounts can trigger, as :func:`_detect` tests
     them (``S_LHI``, ``S_LLO``), so that a step whose mark lies between the
@@ -1530,6 +1536,7 @@ def _loosen(acct, touched, is_loose, loose, n_loose, fwork, st):
     for j in range(1, touched[0] + 1):
         a = touched[j]
         touched[1 + n + a] = 0
+        acct[a, THR] = event_threshold(a, acct, tt, params)
         if acct[a, Q] != 0.0 and not is_loose[a]:
             is_loose[a] = True
             loose[n_loose] = a
@@ -1748,7 +1755,7 @@ def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
             acct[i, C] -= abs(f) * n
         else:
             acct[i, C] += total * (n / receivers)
-        _moved(i, acct, tt, params, touched)
+        _moved(i, acct, touched)
     return total
 
 
@@ -1996,7 +2003,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, tt, params, touched, fwork,
                                                 iwork, st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
+                n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
             premium_sum = 0.0
             premium_n = 0
             if n_loose > max_loose:
@@ -2020,7 +2027,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             for j in range(m):
                 if act[j] == ACT_ALERT:
                     _alert(cand[j], mark, acct, tt, params, out, fwork, iwork, st)
-                    _moved(cand[j], acct, tt, params, touched)
+                    _moved(cand[j], acct, touched)
                     alerted = True
                 else:
                     cand[n_orders] = cand[j]
@@ -2028,7 +2035,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     n_orders += 1
             if alerted:
                 if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                    n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
+                    n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose,
+                                      fwork, st)
             if n_orders == 0:
                 break
             if rounds == max_rounds:
@@ -2072,7 +2080,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 x = x_sell if q > 0.0 else x_buy
                 if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
                     if _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
-                        _moved(i, acct, tt, params, touched)
+                        _moved(i, acct, touched)
                         continue
                     q = acct[i, Q]
                 _touch(i, acct, fwork, iwork, st)
@@ -2138,7 +2146,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                             pend_side, pend_bp, pend_x, n_pend, fwork, iwork,
                                             st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
+                n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
             while lhead < nl and acct[lorder[lhead], Q] == 0.0:
                 lhead += 1
             while shead < ns and acct[sorder[shead], Q] == 0.0:
@@ -2185,7 +2193,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                pend_x, n_pend, fwork, iwork, st)
             n_pend = 0
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                n_loose = _loosen(acct, touched, is_loose, loose, n_loose, fwork, st)
+                n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
         if social and boundary:
             st[S_PERIOD] += 1.0
             st[S_PMARK] = mark
