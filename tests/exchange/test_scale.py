@@ -181,13 +181,13 @@ def test_a_reordered_book_is_the_book_in_walk_order(seed):
 
 def test_the_sort_of_losses_equals_numpy_sort():
     # The Gini's sort of the losses: spread over buckets up to 4,096 values, a radix
-    # sort of the bit patterns above (with crowded keys below too); both the same
-    # sorted array as numpy's.
+    # sort of the bit patterns above (and to finish crowded keys below); both the
+    # same sorted array as numpy's.
     from stress.exchange.kernels import _sort_nonnegative
     rng = np.random.default_rng(7)
     for m in (0, 1, 2, 7, 8, 1999, 4096, 4097, 45_000):
         crowded = rng.random(m)
-        crowded[::97] = 1e300  # one bucket holds nearly every key: the radix sort
+        crowded[::97] = 1e300  # one bucket holds nearly every key: spread again
         for x in (rng.pareto(1.3, m) * 1e4, np.round(rng.random(m), 2), np.full(m, 3.5),
                   rng.random(m) * 1e-300, np.where(rng.random(m) < 0.5, 0.0, rng.random(m)),
                   crowded):
@@ -218,33 +218,33 @@ def test_the_stable_argsort_equals_numpy_stable_argsort():
             np.testing.assert_array_equal(argsort_stable(x), np.argsort(x, kind="stable"))
 
 
-@pytest.mark.parametrize("m", [1, 2, 9, 300, 2048, 3000])
-def test_spread_sorts_integers_stably_or_declines_crowded_keys(m):
+@pytest.mark.parametrize("m", [1, 2, 9, 17, 300, 2048, 3000])
+def test_spread_sorts_integers_stably(m):
     # _spread directly (compiled, or as Python with STRESS_DISABLE_NUMBA=1): the
-    # sorted keys and the stable order of the payload; keys that crowd one bucket
-    # (an outlier stretching the range) make it decline and leave its output alone.
+    # sorted keys and the stable order of the payload, wherever the result ends:
+    # spread keys, few distinct keys, clusters (a second spread), and keys still
+    # crowded after two spreads (nested outliers: the radix sort takes over).
     from stress.exchange.kernels import _spread
     rng = np.random.default_rng(m)
     count = np.empty(2049, np.int64)
-    for ka in (rng.integers(0, 2**63, m, dtype=np.uint64),
-               rng.integers(0, 5, m, dtype=np.uint64) + np.uint64(2**62),
-               np.sort(rng.integers(0, 2**40, m, dtype=np.uint64))[::-1].copy()):
-        ia = np.arange(m, dtype=np.int64)
-        kb = np.empty(m, np.uint64)
-        ib = np.empty(m, np.int64)
-        assert _spread(ka, ia, kb, ib, count)
-        order = np.argsort(ka, kind="stable")
-        np.testing.assert_array_equal(ib, order)
-        np.testing.assert_array_equal(kb, ka[order])
-        kb[:] = 0
-        assert _spread(ka, np.empty(0, np.int64), kb, ib, count)  # keys only
-        np.testing.assert_array_equal(kb, ka[order])
-    if m >= 300:
-        ka = rng.integers(0, 2**20, m, dtype=np.uint64)
-        ka[0] = np.uint64(2**63)  # every other key in the first bucket
-        kb = np.zeros(m, np.uint64)
-        assert not _spread(ka, np.arange(m, dtype=np.int64), kb, np.empty(m, np.int64), count)
-        assert not kb.any()
+    clusters = (rng.integers(0, 6, m, dtype=np.uint64) * np.uint64(2**50)
+                + rng.integers(0, 2**30, m, dtype=np.uint64))
+    nested = rng.integers(0, 2**20, m, dtype=np.uint64)
+    nested[:2] = np.array([2**40, 2**63], dtype=np.uint64)[:m]
+    for keys in (rng.integers(0, 2**63, m, dtype=np.uint64),
+                 rng.integers(0, 5, m, dtype=np.uint64) + np.uint64(2**62),
+                 np.sort(rng.integers(0, 2**40, m, dtype=np.uint64))[::-1].copy(),
+                 clusters, nested):
+        order = np.argsort(keys, kind="stable")
+        for carry in (True, False):
+            ka = keys.copy()
+            ia = np.arange(m, dtype=np.int64) if carry else np.empty(0, np.int64)
+            kb = np.empty(m, np.uint64)
+            ib = np.empty(m, np.int64) if carry else np.empty(0, np.int64)
+            in_b = _spread(ka, ia, kb, ib, count, np.empty(2048, np.int64))
+            np.testing.assert_array_equal(kb if in_b else ka, keys[order])
+            if carry:
+                np.testing.assert_array_equal(ib if in_b else ia, order)
 
 
 def test_size_order_lists_open_positions_by_size_per_side():
