@@ -832,8 +832,8 @@ def _adl_cap(i, bp, acct, fwork, st):
     return cap if cap < abs(q) else abs(q)
 
 
-@leaf
-def _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out, fwork, iwork, st):
+@njit(cache=True, inline="always")
+def _adl_close(i, take, bp, x, mark, acct, touched, out, fwork, iwork, st):
     """Close ``take`` units of account ``i`` at the bankruptcy price ``bp``; returns the
     loss it bears against the market fill ``x``: ``take·|bp − x|``."""
     q = acct[i, Q]
@@ -908,7 +908,7 @@ def _adl_queue(bside, mark, acct, params, queue, score, fwork, iwork, st):
 
 
 @njit(cache=True, inline="always")
-def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touched, out,
+def _adl(bside, bp, x, need, mark, acct, params, queues, score, qstate, touched, out,
          fwork, iwork, st):
     """Close the uncovered part of a bankrupt position against opposite-side winners.
 
@@ -932,20 +932,20 @@ def _adl(bside, bp, x, need, mark, acct, tt, params, queues, score, qstate, touc
     need_qty = need / unit_cost
     ranking = int(params[P_ADL_RANKING])
     if ranking == ADL_PRO_RATA or ranking == ADL_RISK_BASED:
-        return _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
+        return _adl_allocate(bside, bp, x, need, need_qty, mark, acct, params, touched,
                              out, fwork, iwork, st)
     k = 0 if bside > 0.0 else 1
     if qstate[2 * k] < 0:
         qstate[2 * k] = _adl_queue(bside, mark, acct, params, queues[k], score, fwork, iwork,
                                    st)
         qstate[2 * k + 1] = 0
-    return _adl_take(k, bp, x, need, need_qty, mark, acct, tt, params, queues, qstate,
-                     touched, out, fwork, iwork, st)
+    return _adl_take(k, bp, x, need, need_qty, mark, acct, queues, qstate, touched, out,
+                     fwork, iwork, st)
 
 
 @leaf
-def _adl_take(k, bp, x, need, need_qty, mark, acct, tt, params, queues, qstate, touched, out,
-              fwork, iwork, st):
+def _adl_take(k, bp, x, need, need_qty, mark, acct, queues, qstate, touched, out, fwork,
+              iwork, st):
     """Take ``need_qty`` units from the ranked queue ``queues[k]`` from its head on
     (see :func:`_adl`); returns the loss covered."""
     m = qstate[2 * k]
@@ -963,8 +963,8 @@ def _adl_take(k, bp, x, need, need_qty, mark, acct, tt, params, queues, qstate, 
             take = need_qty
             met = True
         if take > 0.0:
-            covered += _adl_close(i, take, bp, x, mark, acct, tt, params, touched, out,
-                                  fwork, iwork, st)
+            covered += _adl_close(i, take, bp, x, mark, acct, touched, out, fwork, iwork,
+                                  st)
             need_qty -= take
         if met:
             break  # an account with units left stays at the head for the next loss
@@ -975,7 +975,7 @@ def _adl_take(k, bp, x, need, need_qty, mark, acct, tt, params, queues, qstate, 
 
 
 @njit(cache=True)
-def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched, out,
+def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, params, touched, out,
                   fwork, iwork, st):
     """``pro_rata``: units in proportion to each winner's uPnL; ``risk_based``: the
     leverage-draining optimum (Campbell, Hey, Moallemi & Nutz 2026), units taken
@@ -1003,8 +1003,8 @@ def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
             t = c if c < need_qty else need_qty
             if t > 0.0:
                 need_qty -= t
-                covered += _adl_close(i, t, bp, x, mark, acct, tt, params, touched, out,
-                                      fwork, iwork, st)
+                covered += _adl_close(i, t, bp, x, mark, acct, touched, out, fwork, iwork,
+                                      st)
             continue
         who[m] = i
         base[m] = abs(q) if risk else 0.0
@@ -1018,13 +1018,13 @@ def _adl_allocate(bside, bp, x, need, need_qty, mark, acct, tt, params, touched,
     _waterfill(base, slope, cap, m, need_qty, take)
     for j in range(m):
         if take[j] > 0.0:
-            covered += _adl_close(who[j], take[j], bp, x, mark, acct, tt, params, touched,
-                                  out, fwork, iwork, st)
+            covered += _adl_close(who[j], take[j], bp, x, mark, acct, touched, out, fwork,
+                                  iwork, st)
     return need if met or covered > need else covered
 
 
 @njit(cache=True)
-def _waterfall(start, remaining, t, layers, bside, bp, x, mark, acct, tt, params, queues,
+def _waterfall(start, remaining, t, layers, bside, bp, x, mark, acct, params, queues,
                score, qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp, pend_x,
                n_pend, fwork, iwork, st):
     """Run ``remaining`` through ``layers[start:]``; returns the new pending count.
@@ -1039,7 +1039,7 @@ def _waterfall(start, remaining, t, layers, bside, bp, x, mark, acct, tt, params
         if layer == LAYER_FUND:
             remaining -= _fund_pays(remaining, t, params, out, st)
         elif layer == LAYER_ADL:
-            c = _adl(bside, bp, x, remaining, mark, acct, tt, params, queues, score, qstate,
+            c = _adl(bside, bp, x, remaining, mark, acct, params, queues, score, qstate,
                      touched, out, fwork, iwork, st)
             out[ADL_COST] += c
             remaining -= c
@@ -2159,13 +2159,13 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     n_pend = _park(sf, li, liq_side[j], liq_bp[j], liq_x[j], pend_rem,
                                    pend_next, pend_side, pend_bp, pend_x, n_pend)
                 else:  # LAYER_ADL
-                    c = _adl(liq_side[j], liq_bp[j], liq_x[j], sf, mark, acct, tt, params,
+                    c = _adl(liq_side[j], liq_bp[j], liq_x[j], sf, mark, acct, params,
                              queues, score, qstate, touched, out, fwork, iwork, st)
                     out[ADL_COST] += c
                     sf -= c
                     if sf > 0.0:  # the layers after ADL (and the residual), as _waterfall
                         n_pend = _waterfall(li + 1, sf, t, layers, liq_side[j], liq_bp[j],
-                                            liq_x[j], mark, acct, tt, params, queues, score,
+                                            liq_x[j], mark, acct, params, queues, score,
                                             qstate, touched, out, pend_rem, pend_next,
                                             pend_side, pend_bp, pend_x, n_pend, fwork, iwork,
                                             st)
@@ -2212,7 +2212,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             if left > 0.0:
                 for p in range(n_pend):
                     _waterfall(pend_next[p], pend_rem[p] * left, t, layers, pend_side[p],
-                               pend_bp[p], pend_x[p], mark, acct, tt, params, queues, score,
+                               pend_bp[p], pend_x[p], mark, acct, params, queues, score,
                                qstate, touched, out, pend_rem, pend_next, pend_side, pend_bp,
                                pend_x, n_pend, fwork, iwork, st)
             n_pend = 0
