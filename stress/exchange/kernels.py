@@ -548,7 +548,7 @@ def prepare_book(acct, tt, params):
     return lorder, sorder, nl, ns
 
 
-@leaf
+@njit(cache=True, inline="always")
 def _moved(i, acct, touched):
     """Account ``i`` changed: record it, once until the next :func:`_loosen`, which
     recomputes its threshold (``touched[0]`` is the count, ``touched[1:n+1]`` the
