@@ -605,6 +605,12 @@ S_LLO = 26
 S_OWED_C = 27  # end of path: the rounding compensation of S_OWED's running sum
 N_STATE = 28
 
+# A round's shortfalls (scratch rows of ``fwork``, filled by _fills): the amount, the
+# bankruptcy price, the fill and the side of each.
+F_SHORT = 2
+F_BP = 3
+F_X = 4
+F_SIDE = 5
 # Per-account rows of ``fwork`` (zero on entry and on exit, except the scratch rows).
 F_LOSS = 11  # loss borne on the path (ADL cost and haircuts)
 F_ADLL = 12  # ADL cost borne
@@ -1845,6 +1851,63 @@ def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, 
     return t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle
 
 
+@leaf
+def _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params, touched, out, fwork,
+           iwork, st):
+    """Fill a round's orders (``cand[:n_orders]``, actions ``act``) at ``x_sell`` (longs)
+    or ``x_buy`` (shorts): close each position, or reduce it (partial and stepwise
+    liquidation), book its PnL, the liquidation fee and a surplus for the fund.
+    Each negative balance is written off into the round's shortfall rows
+    (``F_SHORT``, ``F_BP``, ``F_X``, ``F_SIDE``); returns their count.
+
+    A function of its own so that the loop's state fits in registers: inside the
+    kernel's body every pointer it needs was reloaded from the stack."""
+    style = int(params[P_LIQ_STYLE])
+    fee_rate = params[P_FEE_RATE]
+    to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
+    n_short = 0
+    for j in range(n_orders):
+        i = cand[j]
+        q = acct[i, Q]
+        x = x_sell if q > 0.0 else x_buy
+        if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
+            if _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
+                _moved(i, acct, touched)
+                continue
+            q = acct[i, Q]
+        _touch(i, acct, fwork, iwork, st)
+        e = acct[i, E]
+        c = acct[i, C]
+        out[MARKET_PNL] += q * (x - e)
+        cash = c + q * (x - e)  # the account's cash after the fill
+        if act[j] == ACT_STOP:
+            # The trader's own market order: no liquidation fee; a fill past the
+            # bankruptcy price still leaves a shortfall.
+            out[N_STOPS] += 1.0
+            out[STOP_NOTIONAL] += abs(q) * mark
+        else:
+            if cash > 0.0:
+                fee = fee_rate * abs(q) * x
+                fee_paid = fee if cash >= fee else cash
+                _fee(fee_paid, params, out, st)
+                cash -= fee_paid
+                if not to_trader and cash > 0.0:
+                    _fund_in(cash, params, out, st)
+                    cash = 0.0
+            out[N_LIQUIDATIONS] += 1.0
+            out[LIQUIDATED_NOTIONAL] += abs(q) * mark
+        if cash < 0.0:
+            fwork[F_SHORT, n_short] = -cash
+            fwork[F_BP, n_short] = e - c / q
+            fwork[F_X, n_short] = x
+            fwork[F_SIDE, n_short] = 1.0 if q > 0.0 else -1.0
+            n_short += 1
+            cash = 0.0  # the negative balance is written off; the waterfall pays it
+        _set_qty(i, 0.0, acct, st)
+        acct[i, C] = cash
+    return n_short
+
+
 def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
                          sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt, layers,
                          params, out, traj, fwork, iwork, touched, is_loose, st):
@@ -1923,7 +1986,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     is_loose, st = borrowed(is_loose), borrowed(st)
     n = acct.shape[0]
     slippage = params[P_SLIPPAGE]
-    fee_rate = params[P_FEE_RATE]
     impact_k = params[P_IMPACT_K]
     impact_gamma = params[P_IMPACT_GAMMA]
     permanent = params[P_PERMANENT]
@@ -1934,7 +1996,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     funding_every = int(params[P_FUNDING_EVERY])
     funding_mode = int(params[P_FUNDING_MODE])
     style = int(params[P_LIQ_STYLE])
-    to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
     inverse = params[P_INVERSE] != 0.0
     settle_every = int(params[P_SETTLE_EVERY])
     if settle_every < 1:
@@ -1973,10 +2034,10 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     # threshold moved later cannot stop a walk early; such accounts are "loose" and
     # checked on their own each step until the next re-sort. No account is loose
     # on entry, and none is left loose on return.
-    liq_short = fwork[2, :n]
-    liq_bp = fwork[3, :n]
-    liq_x = fwork[4, :n]
-    liq_side = fwork[5, :n]
+    liq_short = fwork[F_SHORT, :n]
+    liq_bp = fwork[F_BP, :n]
+    liq_x = fwork[F_X, :n]
+    liq_side = fwork[F_SIDE, :n]
     score = fwork[6, :n]
     pend_rem = fwork[7, :n]
     pend_side = fwork[8, :n]
@@ -2099,46 +2160,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             used_ask += buy
             # Close or reduce every position; surpluses and fees reach the fund
             # before any shortfall of the round is paid.
-            n_short_round = 0
-            for j in range(n_orders):
-                i = cand[j]
-                q = acct[i, Q]
-                x = x_sell if q > 0.0 else x_buy
-                if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
-                    if _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
-                        _moved(i, acct, touched)
-                        continue
-                    q = acct[i, Q]
-                _touch(i, acct, fwork, iwork, st)
-                e = acct[i, E]
-                c = acct[i, C]
-                out[MARKET_PNL] += q * (x - e)
-                cash = c + q * (x - e)  # the account's cash after the fill
-                if act[j] == ACT_STOP:
-                    # The trader's own market order: no liquidation fee; a fill past
-                    # the bankruptcy price still leaves a shortfall.
-                    out[N_STOPS] += 1.0
-                    out[STOP_NOTIONAL] += abs(q) * mark
-                else:
-                    if cash > 0.0:
-                        fee = fee_rate * abs(q) * x
-                        fee_paid = fee if cash >= fee else cash
-                        _fee(fee_paid, params, out, st)
-                        cash -= fee_paid
-                        if not to_trader and cash > 0.0:
-                            _fund_in(cash, params, out, st)
-                            cash = 0.0
-                    out[N_LIQUIDATIONS] += 1.0
-                    out[LIQUIDATED_NOTIONAL] += abs(q) * mark
-                if cash < 0.0:
-                    liq_short[n_short_round] = -cash
-                    liq_bp[n_short_round] = e - c / q
-                    liq_x[n_short_round] = x
-                    liq_side[n_short_round] = 1.0 if q > 0.0 else -1.0
-                    n_short_round += 1
-                    cash = 0.0  # the negative balance is written off; the waterfall pays it
-                _set_qty(i, 0.0, acct, st)
-                acct[i, C] = cash
+            n_short_round = _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params,
+                                   touched, out, fwork, iwork, st)
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
             for j in range(n_short_round):
