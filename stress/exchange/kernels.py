@@ -466,12 +466,23 @@ def _spread(ka, ia, kb, ib, count, ends):
 
 
 @njit(cache=True)
+def _sort_keys(ka, ia, kb, ib):
+    """Sort the unsigned keys ``ka`` stably, with the payload ``ia`` unless it is empty,
+    by :func:`_spread` up to :data:`SPREAD_MAX` keys, else by :func:`_radix_passes`;
+    ``kb``, ``ib`` are scratch of the same sizes. Returns whether the result is in
+    ``kb``/``ib`` (else in ``ka``/``ia``)."""
+    count = np.empty(2049, np.int64)
+    if ka.shape[0] <= SPREAD_MAX:
+        return _spread(ka, ia, kb, ib, count, np.empty(2048, np.int64))
+    return _radix_passes(ka, kb, ia, ib, count)
+
+
+@njit(cache=True)
 def argsort_stable(key):
     """The stable ascending order of ``key`` (float64): equal to ``np.argsort(key,
     kind="stable")``, NaN last, -0.0 equal to 0.0. The IEEE bit patterns mapped to
-    order-preserving unsigned integers, sorted by :func:`_spread` (up to
-    :data:`SPREAD_MAX` values) or a radix sort (:func:`_radix_passes`; 3x faster
-    than numba's merge sort at 32,000 values)."""
+    order-preserving unsigned integers, sorted by :func:`_sort_keys` (the radix
+    sort is 3x faster than numba's merge sort at 32,000 values)."""
     m = key.shape[0]
     if m < 8 or NUMBA_DISABLED:  # (pure Python: numpy's own stable sort)
         return np.argsort(key, kind="mergesort")
@@ -490,12 +501,8 @@ def argsort_stable(key):
             b = bits[0]
             ka[k] = ~b if b & top else b | top
         ia[k] = k
-    kb = np.empty(m, dtype=np.uint64)
     ib = np.empty(m, dtype=np.int64)
-    count = np.empty(2049, np.int64)
-    if m <= SPREAD_MAX:
-        return ib if _spread(ka, ia, kb, ib, count, np.empty(2048, np.int64)) else ia
-    return ib if _radix_passes(ka, kb, ia, ib, count) else ia
+    return ib if _sort_keys(ka, ia, np.empty(m, dtype=np.uint64), ib) else ia
 
 
 @njit(cache=True)
@@ -1259,10 +1266,9 @@ def _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
 
 @njit(cache=True)
 def _sort_nonnegative(x):
-    """Sort ``x`` (finite, ≥ 0) in place, as integers: the IEEE bit patterns of
-    non-negative floats order as their values. By :func:`_spread` up to
-    :data:`SPREAD_MAX` values, else a radix sort (:func:`_radix_passes`; numba's
-    own sort took 5 ms for 45,000 losses, this 0.6 ms). The result is the same
+    """Sort ``x`` (finite, ≥ 0) in place, as integers (:func:`_sort_keys`): the IEEE
+    bit patterns of non-negative floats order as their values (numba's own sort
+    took 5 ms for 45,000 losses, the radix sort 0.6 ms). The result is the same
     sorted array either way."""
     m = x.shape[0]
     if m < 8 or NUMBA_DISABLED:  # (pure Python: numpy's own sort)
@@ -1271,11 +1277,7 @@ def _sort_nonnegative(x):
     keys = x.view(np.uint64)
     tmp = np.empty(m, dtype=np.uint64)
     none = np.empty(0, dtype=np.int64)
-    count = np.empty(2049, np.int64)
-    moved = (_spread(keys, none, tmp, none, count, np.empty(2048, np.int64))
-             if m <= SPREAD_MAX
-             else _radix_passes(keys, tmp, none, none, count))
-    if moved:
+    if _sort_keys(keys, none, tmp, none):
         keys[:] = tmp
 
 
