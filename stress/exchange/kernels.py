@@ -1451,6 +1451,14 @@ def _reach(a, q, acct, fwork, st):
 
 
 @njit(cache=True, inline="always")
+def _widening(st):
+    """How far the lazy haircuts charged since the last sort move the sort-time
+    thresholds: ``(up for longs, down for shorts)``. :func:`_detect` stops its
+    walks, and :func:`_quiet_bounds` bounds the quiet marks, on these numbers."""
+    return (st[S_HL] - st[S_HL0]) * st[S_GL], (st[S_HS0] - st[S_HS]) * st[S_GS]
+
+
+@njit(cache=True, inline="always")
 def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, shead, nl, ns,
             is_loose, loose, n_loose, cand, act, fwork, st):
     """Accounts with something to do at ``mark`` into ``cand`` (actions in ``act``), in
@@ -1466,8 +1474,6 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
     same candidates, at O(n) per mark.
     """
     m = 0
-    gl = st[S_GL]
-    gs = st[S_GS]
     if detect != DETECT_SORTED:
         for a in range(acct.shape[0]):
             q = acct[a, Q]
@@ -1494,10 +1500,10 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
                     m += 1
         return m
     walked = 0
-    off = (st[S_HL] - st[S_HL0]) * gl
+    off_l, off_s = _widening(st)
     i = lhead
     while i < nl:
-        if lkey[i] + off < mark:
+        if lkey[i] + off_l < mark:
             break
         a = lorder[i]
         if not is_loose[a] and acct[a, Q] > 0.0:
@@ -1508,10 +1514,9 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
                 m += 1
             walked += 1
         i += 1
-    off = (st[S_HS0] - st[S_HS]) * gs
     i = shead
     while i < ns:
-        if skey[i] - off > mark:
+        if skey[i] - off_s > mark:
             break
         a = sorder[i]
         if not is_loose[a] and acct[a, Q] < 0.0:
@@ -1799,12 +1804,13 @@ def _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st):
     sides' heads with the walks' widening by the lazy haircuts (as :func:`_detect`
     stops its walks), and the loose accounts' bounds (:func:`_loosen`); −inf / +inf
     where a side has none."""
+    off_l, off_s = _widening(st)
     lo = -np.inf
     if lhead < nl:
-        lo = lkey[lhead] + (st[S_HL] - st[S_HL0]) * st[S_GL]
+        lo = lkey[lhead] + off_l
     hi = np.inf
     if shead < ns:
-        hi = skey[shead] - (st[S_HS0] - st[S_HS]) * st[S_GS]
+        hi = skey[shead] - off_s
     if n_loose > 0:
         if st[S_LHI] > lo:
             lo = st[S_LHI]
