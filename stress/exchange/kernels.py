@@ -610,7 +610,13 @@ S_NS = 24  # open shorts
 S_LHI = 25
 S_LLO = 26
 S_OWED_C = 27  # end of path: the rounding compensation of S_OWED's running sum
-N_STATE = 28
+# The ledger journal (see _log and simulate_policies).
+S_T = 28  # the current step, for the journal
+S_NLOG = 29  # the journal's length
+S_LOGFULL = 30  # 1 if the journal ran out of room (it then stops)
+S_DIVERGED = 31  # 1 once a loss reached an ADL or socialised layer (the book may differ)
+S_LOG = 32  # 1: keep the journal. Set by the caller (simulate_path leaves it as it is)
+N_STATE = 33
 
 # A round's shortfalls (scratch rows of ``fwork``, filled by _fills): the amount, the
 # bankruptcy price, the fill and the side of each.
@@ -629,7 +635,8 @@ F_CAP = 17
 F_TAKE = 18
 F_C0 = 19  # the account's cash before its first change on the path
 F_H0 = 20  # the side's haircut per unit already in the account's cash (0 on entry)
-N_FWORK = 21
+F_LOG = 21  # the ledger journal's amounts: two rows, room for 2n entries (see _log)
+N_FWORK = 23
 # Rows of ``iwork`` beyond the walks' scratch.
 I_ELIG = 6  # eligible accounts (the list)
 I_FLAG = 7  # 1 if the account is in the list
@@ -639,7 +646,8 @@ I_DIRTY = 10  # the journal: accounts changed on the path, in order of first cha
 I_DFLAG = 11  # 1 if the account is in the journal
 I_PLIST = 12  # accounts changed in the current settlement period
 I_MARK = 13  # end of path: 1 at the size-order position of a changed or eligible account
-N_IWORK = 14
+I_LOG = 14  # the ledger journal's codes, ``step·4 + kind``: two rows (see _log)
+N_IWORK = 16
 
 # Detection of the accounts with something to do at a mark (``params["detect"]``).
 DETECT_SORTED = 0  # walk the sorted book from its heads (the fast kernel)
@@ -761,6 +769,49 @@ def _eligible(i, iwork, st):
         k = int(st[S_NELIG])
         iwork[I_ELIG, k] = i
         st[S_NELIG] = k + 1
+
+
+# Kinds of ledger journal entries (see _log).
+K_FEE = 0  # a liquidation fee paid (split between the fund and the platform by _fee)
+K_SURPLUS = 1  # a liquidation surplus paid into the fund (_fund_in)
+K_LOSS = 2  # a shortfall sent down the waterfall
+
+
+@njit(cache=True, inline="always")
+def _log_start(st):
+    """The ledger journal's next entry, or −1 when it is not kept (``st[S_LOG]``)."""
+    return int(st[S_NLOG]) if st[S_LOG] != 0.0 else -1
+
+
+@njit(cache=True, inline="always")
+def _log(k, amount, code, fwork, iwork, st):
+    """Journal a flow the loss policy handles as entry ``k`` (from :func:`_log_start`;
+    nothing when −1): ``amount`` and ``code`` = ``step·4 + K_*``, what :func:`_ride`
+    needs to run the path's ledger under another policy. Returns the next entry.
+    Room for ``2n`` entries; past it the journal stops and says so (``S_LOGFULL``).
+    The caller keeps ``k`` and hands it back with :func:`_log_end`."""
+    if k < 0:
+        return k
+    n = fwork.shape[1]
+    if k >= 2 * n:
+        st[S_LOG] = 0.0
+        st[S_LOGFULL] = 1.0
+        return -1
+    j = k
+    r = 0
+    if j >= n:
+        r = 1
+        j -= n
+    fwork[F_LOG + r, j] = amount
+    iwork[I_LOG + r, j] = code
+    return k + 1
+
+
+@njit(cache=True, inline="always")
+def _log_end(k, st):
+    """Store the journal's length ``k`` (:func:`_log`)."""
+    if k >= 0:
+        st[S_NLOG] = k
 
 
 @njit(cache=True, inline="always")
@@ -1719,6 +1770,7 @@ def _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
         acct[i, C] += s * dq * (x - e) - fee
         _set_qty(i, q - s * dq, acct, st)
         out[MARKET_PNL] += s * dq * (x - e)
+        _log_end(_log(_log_start(st), fee, int(st[S_T]) * 4 + K_FEE, fwork, iwork, st), st)
         _fee(fee, params, out, st)
         out[N_PARTIAL] += 1.0
         out[LIQUIDATED_NOTIONAL] += dq * mark
@@ -1873,13 +1925,18 @@ def _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params, touched, 
     style = int(params[P_LIQ_STYLE])
     fee_rate = params[P_FEE_RATE]
     to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
+    log = _log_start(st)
+    t4 = int(st[S_T]) * 4
     n_short = 0
     for j in range(n_orders):
         i = cand[j]
         q = acct[i, Q]
         x = x_sell if q > 0.0 else x_buy
         if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
-            if _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st):
+            _log_end(log, st)
+            done = _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st)
+            log = _log_start(st)
+            if done:
                 _moved(i, acct, touched)
                 continue
             q = acct[i, Q]
@@ -1897,9 +1954,11 @@ def _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params, touched, 
             if cash > 0.0:
                 fee = fee_rate * abs(q) * x
                 fee_paid = fee if cash >= fee else cash
+                log = _log(log, fee_paid, t4 + K_FEE, fwork, iwork, st)
                 _fee(fee_paid, params, out, st)
                 cash -= fee_paid
                 if not to_trader and cash > 0.0:
+                    log = _log(log, cash, t4 + K_SURPLUS, fwork, iwork, st)
                     _fund_in(cash, params, out, st)
                     cash = 0.0
             out[N_LIQUIDATIONS] += 1.0
@@ -1913,6 +1972,7 @@ def _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params, touched, 
             cash = 0.0  # the negative balance is written off; the waterfall pays it
         _set_qty(i, 0.0, acct, st)
         acct[i, C] = cash
+    _log_end(log, st)
     return n_short
 
 
@@ -2016,7 +2076,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         out[k] = 0.0
     out[TIME_TO_DEPLETION] = np.nan
     out[HAIRCUT_RATE_MAX] = np.nan
-    for k in range(N_STATE):
+    for k in range(S_LOG):  # (S_LOG, the last, is the caller's)
         st[k] = 0.0
     st[S_FUND] = params[P_FUND_INITIAL]
     out[FUND_MIN] = st[S_FUND]
@@ -2168,10 +2228,12 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             used_ask += buy
             # Close or reduce every position; surpluses and fees reach the fund
             # before any shortfall of the round is paid.
+            st[S_T] = t
             n_short_round = _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params,
                                    touched, out, fwork, iwork, st)
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
+            log = _log_start(st)
             for j in range(n_short_round):
                 sf = liq_short[j]
                 out[SHORTFALL] += sf
@@ -2183,15 +2245,18 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 # platform layers up to the first ADL or socialised layer; a socialised
                 # layer parks the loss for its settlement; ADL closes what it can, and
                 # only what it leaves goes down _waterfall.
+                log = _log(log, sf, t * 4 + K_LOSS, fwork, iwork, st)
                 li, sf = _plain_layers(0, sf, t, layers, params, out, st)
                 if sf <= 0.0:
                     pass
                 elif li == layers.shape[0]:
                     out[RESIDUAL] += sf
                 elif layers[li] == LAYER_SOCIALISED:
+                    st[S_DIVERGED] = 1.0
                     n_pend = _park(sf, li, liq_side[j], liq_bp[j], liq_x[j], pend_rem,
                                    pend_next, pend_side, pend_bp, pend_x, n_pend)
                 else:  # LAYER_ADL
+                    st[S_DIVERGED] = 1.0
                     c = _adl(liq_side[j], liq_bp[j], liq_x[j], sf, mark, acct, params,
                              queues, score, qstate, touched, out, fwork, iwork, st)
                     out[ADL_COST] += c
@@ -2202,6 +2267,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                             qstate, touched, out, pend_rem, pend_next,
                                             pend_side, pend_bp, pend_x, n_pend, fwork, iwork,
                                             st)
+            _log_end(log, st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
             while lhead < nl and acct[lorder[lhead], Q] == 0.0:
@@ -2412,6 +2478,118 @@ def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0
         st[S_RESORTED] = 0.0
 
 
+# The metrics a path's ledger sets (the fund, the platform and the residual): all a
+# policy changes on a path where no loss reached an ADL or socialised layer.
+LEDGER_METRICS = np.array([FUND_PAID, PLATFORM_LOSS, RESIDUAL, FUND_INFLOW, FUND_FINAL,
+                           FUND_MIN, FUND_DEPLETED, TIME_TO_DEPLETION, FUND_NEED,
+                           FUND_OVERFLOW, PLATFORM_MAX_STEP, FEE_REVENUE], dtype=np.int64)
+# The parameters that act only on the ledger, or only in ADL and socialised layers.
+LEDGER_PARAMS = np.zeros(len(PARAMS), dtype=np.bool_)
+for _name in ("fund_initial", "fund_cap", "fee_share", "adl_basis", "adl_ranking",
+              "settle_every"):
+    LEDGER_PARAMS[P[_name]] = True
+
+
+@njit(cache=True)
+def ledger_class(layers):
+    """0: only fund and platform layers; 1: ADL too; 2: a socialised layer."""
+    k = 0
+    for li in range(layers.shape[0]):
+        if layers[li] == LAYER_SOCIALISED:
+            return 2
+        if layers[li] == LAYER_ADL:
+            k = 1
+    return k
+
+
+@njit(cache=True)
+def _rides(p, q, layers, n_layers, params):
+    """Policy ``q`` can take its results from policy ``p``'s ledger journal: neither
+    has a socialised layer and their parameters differ only in ``LEDGER_PARAMS``."""
+    if ledger_class(layers[p, :n_layers[p]]) == 2 or ledger_class(layers[q, :n_layers[q]]) == 2:
+        return False
+    for k in range(params.shape[1]):
+        a = params[p, k]
+        b = params[q, k]
+        if not (LEDGER_PARAMS[k] or a == b or (a != a and b != b)):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork, rst):
+    """Policy ``layers``/``params`` on a path already run under another policy,
+    ``src`` its metrics, that wrote the ledger journal (:func:`_log`) and whose
+    losses reached no ADL or socialised layer: the book went through the same
+    states, so the path's fees, surpluses and shortfalls were the same, and only
+    the fund, the platform and the residual differ (``LEDGER_METRICS``, ``traj``).
+    Runs them through ``layers`` with the kernel's own helpers, in the kernel's
+    order, so the results are bit-identical to a run of their own. Returns False,
+    with ``out`` and ``traj`` part-written, if a loss reaches an ADL layer (the
+    book would change): the policy must then be run. ``rst`` is scratch
+    (float64[N_STATE])."""
+    layers, params, src, out = borrowed(layers), borrowed(params), borrowed(src), borrowed(out)
+    traj, fwork, iwork, rst = borrowed(traj), borrowed(fwork), borrowed(iwork), borrowed(rst)
+    for k in range(out.shape[0]):
+        out[k] = src[k]
+    for k in LEDGER_METRICS:
+        out[k] = 0.0
+    out[TIME_TO_DEPLETION] = np.nan
+    for k in range(N_STATE):
+        rst[k] = 0.0
+    rst[S_FUND] = params[P_FUND_INITIAL]
+    out[FUND_MIN] = rst[S_FUND]
+    has_fund = False
+    for li in range(layers.shape[0]):
+        if layers[li] == LAYER_FUND:
+            has_fund = True
+    record_every = int(params[P_RECORD_EVERY])
+    if record_every > 0 and traj.shape[0] > 0:
+        traj[0] = rst[S_FUND]
+    next_record = record_every if record_every > 0 else last + 1
+    n = fwork.shape[1]
+    step = -1  # the step of the entries being run
+    platform_before = 0.0
+    r = 0
+    code = 0
+    for k in range(n_log + 1):
+        t = last + 1
+        if k < n_log:
+            r = 0 if k < n else 1
+            code = iwork[I_LOG + r, k - r * n]
+            t = code >> 2
+        if t != step:
+            if step >= 0:  # the end of the step, as the kernel's
+                if rst[S_FUND] < out[FUND_MIN]:
+                    out[FUND_MIN] = rst[S_FUND]
+                step_loss = out[PLATFORM_LOSS] - platform_before
+                if step_loss > out[PLATFORM_MAX_STEP]:
+                    out[PLATFORM_MAX_STEP] = step_loss
+            while next_record < t:  # the records up to the step before
+                if next_record // record_every < traj.shape[0]:
+                    traj[next_record // record_every] = rst[S_FUND]
+                next_record += record_every
+            step = t
+            platform_before = out[PLATFORM_LOSS]
+        if k == n_log:
+            break
+        amount = fwork[F_LOG + r, k - r * n]
+        kind = code & 3
+        if kind == K_FEE:
+            _fee(amount, params, out, rst)
+        elif kind == K_SURPLUS:
+            _fund_in(amount, params, out, rst)
+        else:
+            li, sf = _plain_layers(0, amount, t, layers, params, out, rst)
+            if sf > 0.0:
+                if li < layers.shape[0]:
+                    return False
+                out[RESIDUAL] += sf
+    out[FUND_FINAL] = rst[S_FUND]
+    out[FUND_NEED] = rst[S_NEED] if has_fund else np.nan
+    return True
+
+
 @njit(cache=True)
 def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base, lorder,
                       sorder, lkey, skey, lorder0, sorder0, lkey0, skey0, n_long, n_short, qval,
@@ -2422,14 +2600,46 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
     :func:`restore_book`. One call instead of two per policy: each call from
     Python unboxes every array argument (≈ 0.1 µs apiece), which at a few
     thousand accounts cost as much as the path itself. The arguments are those
-    of the two kernels (see :class:`BookRunner`)."""
-    for p in range(params.shape[0]):
-        simulate_path(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
-                      sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt,
-                      layers[p, :n_layers[p]], params[p], out[p], traj[p], fwork, iwork,
-                      touched, is_loose, st)
-        restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0,
-                     fwork, iwork, st)
+    of the two kernels (see :class:`BookRunner`).
+
+    A policy rides on another when neither has a socialised layer and their
+    parameters differ only in ``LEDGER_PARAMS`` (:func:`_rides`): while no loss
+    reaches an ADL layer, the two see the same book, so the second's results
+    come from the first's ledger journal (:func:`_ride`) at a fraction of a
+    path's cost, bit-identical to a run of its own; it is run when a loss would
+    reach its ADL layer. Policies without ADL run first, so that a fund + ADL
+    policy whose fund never runs dry costs almost nothing. Returns the number of
+    policies that rode."""
+    n_pol = params.shape[0]
+    rode = 0
+    done = np.zeros(n_pol, dtype=np.bool_)
+    rst = np.empty(N_STATE)
+    last = index.shape[0] - 1
+    for kind in range(3):
+        for p in range(n_pol):
+            if done[p] or ledger_class(layers[p, :n_layers[p]]) != kind:
+                continue
+            riders = False
+            for q in range(n_pol):
+                if not done[q] and q != p and _rides(p, q, layers, n_layers, params):
+                    riders = True
+            st[S_LOG] = 1.0 if riders else 0.0
+            simulate_path(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
+                          sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt,
+                          layers[p, :n_layers[p]], params[p], out[p], traj[p], fwork, iwork,
+                          touched, is_loose, st)
+            restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0,
+                         skey0, fwork, iwork, st)
+            done[p] = True
+            if riders and st[S_DIVERGED] == 0.0 and st[S_LOGFULL] == 0.0:
+                for q in range(n_pol):
+                    if not done[q] and _rides(p, q, layers, n_layers, params):
+                        done[q] = _ride(int(st[S_NLOG]), last, layers[q, :n_layers[q]],
+                                        params[q], out[p], out[q], traj[q], fwork, iwork, rst)
+                        if done[q]:
+                            rode += 1
+    st[S_LOG] = 0.0
+    return rode
 
 
 class BookRunner:
@@ -2495,9 +2705,10 @@ class BookRunner:
         int64[policies, k] (row ``p``'s first ``n_layers[p]`` codes), ``params``
         float64[policies, N_PARAMS]; fills ``out[policies, N_METRICS]`` and
         ``traj[policies, k]`` (C-contiguous). The same results as :meth:`run` for
-        each policy in turn, in one kernel call."""
+        each policy in turn, in one kernel call. Returns how many policies took
+        their results from another's ledger journal (:func:`simulate_policies`)."""
         fwork, iwork, touched, is_loose, st = self.work
-        simulate_policies(*market, self.acct, self.base, self.lorder, self.sorder, self.lkey,
+        return simulate_policies(*market, self.acct, self.base, self.lorder, self.sorder, self.lkey,
                           self.skey, self.lorder0, self.sorder0, self.lkey0, self.skey0,
                           self.n_long, self.n_short, self.qval, self.qpos, self.n_qlong,
                           self.tt, layers, n_layers, params, out, traj, fwork, iwork, touched,

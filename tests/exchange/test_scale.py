@@ -126,6 +126,77 @@ def test_every_policy_in_one_call_equals_a_call_per_policy(seed):
         np.testing.assert_array_equal(a, b)
 
 
+RIDING_LISTS = [["platform"], ["insurance_fund", "adl"], ["insurance_fund", "platform"],
+                ["insurance_fund", "adl", "platform"], ["insurance_fund"], ["adl", "platform"]]
+
+
+def riding_case(seed: int) -> int:
+    """Four policies of ``RIDING_LISTS`` on a random book and path, in one call and a
+    call each: checks that they agree bit for bit and returns how many rode."""
+    acct, market, _, kw = case(seed)
+    tt = tier_array(small_tiers())
+    rng = np.random.default_rng(1000 + seed)
+    names = [RIDING_LISTS[k] for k in rng.integers(len(RIDING_LISTS), size=4)]
+    names[seed % 4] = ["platform"]
+    layer_codes = [np.array([LAYER_CODES[x] for x in lay]) for lay in names]
+    params = [make_params(**(kw | {"fund_initial": float(f), "fee_share": float(s),
+                                   "fund_cap": float(c), "adl_ranking": int(a)}))
+              for f, s, c, a in zip(rng.choice([0.0, 5.0, 50.0, 1e9], 4), rng.random(4),
+                                    rng.choice([math.inf, 60.0], 4),
+                                    rng.integers(len(ADL_RANKINGS), size=4))]
+    one = BookRunner(acct.copy(), tt, params[0])
+    each = BookRunner(acct.copy(), tt, params[0])
+    table, n_layers = layer_table(layer_codes)
+    out = np.full((4, N_METRICS), -1.0)
+    traj = np.full((4, 16), -1.0)
+    rode = one.run_policies(market, table, n_layers, np.stack(params), out, traj)
+    for p in range(4):
+        o, tr = np.empty(N_METRICS), np.full(16, -1.0)
+        each.run(market, layer_codes[p], params[p], o, tr)
+        np.testing.assert_array_equal(out[p], o)
+        np.testing.assert_array_equal(traj[p], tr)
+    np.testing.assert_array_equal(one.acct, each.acct)
+    return rode
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_policies_riding_on_a_ledger_journal_equal_runs_of_their_own(seed):
+    # A policy without a socialised layer whose parameters differ from another's only in
+    # the fund, the fee share, the cap or the ADL rules takes its results from the
+    # other's ledger journal until a loss would reach its ADL layer: bit-identical to a
+    # run of its own either way. Funds from none to ample, so that some riders finish
+    # and others fall back to a run; the small books fill the journal (2n entries).
+    riding_case(seed)
+
+
+def test_riders_ride_and_fall_back():
+    # Over the cases above, policies did ride, and not every one that could.
+    rode = [riding_case(seed) for seed in range(40)]
+    assert 20 <= sum(rode) < 3 * len(rode), rode
+
+
+@pytest.mark.parametrize("style, rides", [(0, 1), (2, 0)])
+def test_a_full_ledger_journal_makes_the_riders_run(style, rides):
+    # Case 14 has 23 accounts. Stepwise liquidation pays a fee at every step: more than
+    # the journal's 46 entries, so the fund + platform policy cannot ride on the
+    # platform's journal and is run; full liquidation fits, and it rides.
+    acct, market, _, kw = case(14)
+    tt = tier_array(small_tiers())
+    kw = kw | {"liq_style": style}
+    layer_codes = [np.array([LAYER_CODES["platform"]]),
+                   np.array([LAYER_CODES["insurance_fund"], LAYER_CODES["platform"]])]
+    params = np.stack([make_params(**kw)] * 2)
+    runner = BookRunner(acct.copy(), tt, params[0])
+    table, n_layers = layer_table(layer_codes)
+    out, traj = np.empty((2, N_METRICS)), np.empty((2, 16))
+    assert runner.run_policies(market, table, n_layers, params, out, traj) == rides
+    o, tr = np.empty(N_METRICS), np.empty(16)
+    runner.run(market, layer_codes[1], params[1], o, tr)
+    np.testing.assert_array_equal(out[1], o)
+    np.testing.assert_array_equal(traj[1], tr)
+    assert out[1, INDEX["fund_inflow"]] > 0.0 and out[1, INDEX["shortfall"]] > 0.0
+
+
 def test_layer_table_pads_the_waterfalls():
     table, n = layer_table([np.array([3, 1]), np.array([2]), np.array([1, 2, 3])])
     np.testing.assert_array_equal(table, [[3, 1, 0], [2, 0, 0], [1, 2, 3]])
