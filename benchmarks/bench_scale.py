@@ -409,10 +409,11 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
         clock = time.perf_counter
         t = clock()
         liq = 0.0
+        rode = 0
         for mk in path_list:
-            runner.run_policies(mk, table, n_layers, ptable, outs, trajs)
+            rode += runner.run_policies(mk, table, n_layers, ptable, outs, trajs)
             liq += outs[0, INDEX["n_liquidations"]]
-        return clock() - t, liq / (paths * n)
+        return clock() - t, liq / (paths * n), rode
 
     def per_policy():
         per = np.zeros(len(pols))
@@ -430,7 +431,7 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
         now = one_pass()
         if best is None or now[0] < best[0]:
             best = now
-    total, share = best
+    total, share, rode = best
     per = None
     for _ in range(max(1, args.peer_repeat)):
         gc.collect()
@@ -445,7 +446,9 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
     print(f"kernel (one core, best of {args.peer_repeat}, one call per path for the "
           f"{len(pols)} policies): {total:.3f} s = {fmt_s(total / paths / len(pols))} per path "
           f"and policy; {rate:,.3g} equivalent account-steps/s")
-    print("  per policy, a call each (best of each): "
+    print(f"  of the {paths * len(pols):,} path-policies, {rode:,} rode on another policy's "
+          f"ledger journal (no loss reached their ADL layer: see simulate_policies)")
+    print("  per policy, a call each (best of each; no riding): "
           + ", ".join(f"{name} {fmt_s(t / paths)}" for (name, _), t in zip(pols, per))
           + f" per path (sum {fmt_s(per.sum() / paths)})")
     print(f"not counted: path generation {t_gen:.3f} s ({fmt_s(t_gen / paths)} per path), "

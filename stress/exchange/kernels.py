@@ -1911,69 +1911,88 @@ def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, 
     return t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle
 
 
-@leaf
-def _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params, touched, out, fwork,
-           iwork, st):
-    """Fill a round's orders (``cand[:n_orders]``, actions ``act``) at ``x_sell`` (longs)
-    or ``x_buy`` (shorts): close each position, or reduce it (partial and stepwise
-    liquidation), book its PnL, the liquidation fee and a surplus for the fund.
-    Each negative balance is written off into the round's shortfall rows
-    (``F_SHORT``, ``F_BP``, ``F_X``, ``F_SIDE``); returns their count.
+def _fills_kernel(journal: bool):
+    """:func:`_fills`, compiled with or without the ledger journal (``journal``, a
+    constant of the compiled code): the journal's entries cost registers the fill
+    loop needs, so the runs that keep no journal use a loop without them."""
 
-    A function of its own so that the loop's state fits in registers: inside the
-    kernel's body every pointer it needs was reloaded from the stack."""
-    style = int(params[P_LIQ_STYLE])
-    fee_rate = params[P_FEE_RATE]
-    to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
-    log = _log_start(st)
-    t4 = int(st[S_T]) * 4
-    n_short = 0
-    for j in range(n_orders):
-        i = cand[j]
-        q = acct[i, Q]
-        x = x_sell if q > 0.0 else x_buy
-        if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
-            _log_end(log, st)
-            done = _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st)
+    @leaf
+    def fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params, touched, out, fwork,
+               iwork, st):
+        """Fill a round's orders (``cand[:n_orders]``, actions ``act``) at ``x_sell`` (longs)
+        or ``x_buy`` (shorts): close each position, or reduce it (partial and stepwise
+        liquidation), book its PnL, the liquidation fee and a surplus for the fund.
+        Each negative balance is written off into the round's shortfall rows
+        (``F_SHORT``, ``F_BP``, ``F_X``, ``F_SIDE``); returns their count.
+
+        A function of its own so that the loop's state fits in registers: inside the
+        kernel's body every pointer it needs was reloaded from the stack."""
+        style = int(params[P_LIQ_STYLE])
+        fee_rate = params[P_FEE_RATE]
+        to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
+        log = -1
+        t4 = 0
+        if journal:
             log = _log_start(st)
-            if done:
-                _moved(i, acct, touched)
-                continue
+            t4 = int(st[S_T]) * 4
+        n_short = 0
+        for j in range(n_orders):
+            i = cand[j]
             q = acct[i, Q]
-        _touch(i, acct, fwork, iwork, st)
-        e = acct[i, E]
-        c = acct[i, C]
-        out[MARKET_PNL] += q * (x - e)
-        cash = c + q * (x - e)  # the account's cash after the fill
-        if act[j] == ACT_STOP:
-            # The trader's own market order: no liquidation fee; a fill past the
-            # bankruptcy price still leaves a shortfall.
-            out[N_STOPS] += 1.0
-            out[STOP_NOTIONAL] += abs(q) * mark
-        else:
-            if cash > 0.0:
-                fee = fee_rate * abs(q) * x
-                fee_paid = fee if cash >= fee else cash
-                log = _log(log, fee_paid, t4 + K_FEE, fwork, iwork, st)
-                _fee(fee_paid, params, out, st)
-                cash -= fee_paid
-                if not to_trader and cash > 0.0:
-                    log = _log(log, cash, t4 + K_SURPLUS, fwork, iwork, st)
-                    _fund_in(cash, params, out, st)
-                    cash = 0.0
-            out[N_LIQUIDATIONS] += 1.0
-            out[LIQUIDATED_NOTIONAL] += abs(q) * mark
-        if cash < 0.0:
-            fwork[F_SHORT, n_short] = -cash
-            fwork[F_BP, n_short] = e - c / q
-            fwork[F_X, n_short] = x
-            fwork[F_SIDE, n_short] = 1.0 if q > 0.0 else -1.0
-            n_short += 1
-            cash = 0.0  # the negative balance is written off; the waterfall pays it
-        _set_qty(i, 0.0, acct, st)
-        acct[i, C] = cash
-    _log_end(log, st)
-    return n_short
+            x = x_sell if q > 0.0 else x_buy
+            if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
+                if journal:
+                    _log_end(log, st)
+                done = _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st)
+                if journal:
+                    log = _log_start(st)
+                if done:
+                    _moved(i, acct, touched)
+                    continue
+                q = acct[i, Q]
+            _touch(i, acct, fwork, iwork, st)
+            e = acct[i, E]
+            c = acct[i, C]
+            out[MARKET_PNL] += q * (x - e)
+            cash = c + q * (x - e)  # the account's cash after the fill
+            if act[j] == ACT_STOP:
+                # The trader's own market order: no liquidation fee; a fill past the
+                # bankruptcy price still leaves a shortfall.
+                out[N_STOPS] += 1.0
+                out[STOP_NOTIONAL] += abs(q) * mark
+            else:
+                if cash > 0.0:
+                    fee = fee_rate * abs(q) * x
+                    fee_paid = fee if cash >= fee else cash
+                    if journal:
+                        log = _log(log, fee_paid, t4 + K_FEE, fwork, iwork, st)
+                    _fee(fee_paid, params, out, st)
+                    cash -= fee_paid
+                    if not to_trader and cash > 0.0:
+                        if journal:
+                            log = _log(log, cash, t4 + K_SURPLUS, fwork, iwork, st)
+                        _fund_in(cash, params, out, st)
+                        cash = 0.0
+                out[N_LIQUIDATIONS] += 1.0
+                out[LIQUIDATED_NOTIONAL] += abs(q) * mark
+            if cash < 0.0:
+                fwork[F_SHORT, n_short] = -cash
+                fwork[F_BP, n_short] = e - c / q
+                fwork[F_X, n_short] = x
+                fwork[F_SIDE, n_short] = 1.0 if q > 0.0 else -1.0
+                n_short += 1
+                cash = 0.0  # the negative balance is written off; the waterfall pays it
+            _set_qty(i, 0.0, acct, st)
+            acct[i, C] = cash
+        if journal:
+            _log_end(log, st)
+        return n_short
+
+    return fills
+
+
+_fills = _fills_kernel(False)
+_fills_journal = _fills_kernel(True)  # (while the ledger journal is kept: st[S_LOG])
 
 
 def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
@@ -2228,12 +2247,19 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             used_ask += buy
             # Close or reduce every position; surpluses and fees reach the fund
             # before any shortfall of the round is paid.
-            st[S_T] = t
-            n_short_round = _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt, params,
-                                   touched, out, fwork, iwork, st)
+            if st[S_LOG] == 0.0:
+                n_short_round = _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt,
+                                       params, touched, out, fwork, iwork, st)
+            else:  # the ledger journal: the round's fees and surpluses, then its losses
+                st[S_T] = t
+                n_short_round = _fills_journal(cand, act, n_orders, x_sell, x_buy, mark, acct,
+                                               tt, params, touched, out, fwork, iwork, st)
+                log = _log_start(st)
+                for j in range(n_short_round):
+                    log = _log(log, liq_short[j], t * 4 + K_LOSS, fwork, iwork, st)
+                _log_end(log, st)
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
-            log = _log_start(st)
             for j in range(n_short_round):
                 sf = liq_short[j]
                 out[SHORTFALL] += sf
@@ -2245,7 +2271,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 # platform layers up to the first ADL or socialised layer; a socialised
                 # layer parks the loss for its settlement; ADL closes what it can, and
                 # only what it leaves goes down _waterfall.
-                log = _log(log, sf, t * 4 + K_LOSS, fwork, iwork, st)
                 li, sf = _plain_layers(0, sf, t, layers, params, out, st)
                 if sf <= 0.0:
                     pass
@@ -2267,7 +2292,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                             qstate, touched, out, pend_rem, pend_next,
                                             pend_side, pend_bp, pend_x, n_pend, fwork, iwork,
                                             st)
-            _log_end(log, st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
             while lhead < nl and acct[lorder[lhead], Q] == 0.0:
