@@ -216,9 +216,11 @@ def threshold(qty, entry, collateral, tt, req_fee, mm_entry, scale):
                     c = root if root < hi else hi
                     if c > best:
                         best = c
-            elif a + b * hi <= 0.0 or (b < 0.0 and hi == np.inf):
+            elif (a + b * hi <= 0.0) if hi != np.inf else (b < 0.0 or a <= 0.0):
                 # Equity falls no faster than the requirement: the top of the bracket
-                # is breached (and with it everything above the root).
+                # is breached (and with it everything above the root). In the open top
+                # bracket with b = 0 the margin is a constant a: breached everywhere
+                # or nowhere (a + 0·inf would be NaN, and the bracket missed).
                 if hi > best:
                     best = hi
         return best + _SLACK * abs(best)
@@ -818,13 +820,20 @@ def _log_end(k, st):
 def _fund_in(amount, params, out, st):
     """Pay ``amount`` into the insurance fund; above its cap the excess goes to the
     platform."""
-    st[S_FUND] += amount
+    st[S_FUND], over = _inflow(st[S_FUND], amount, params[P_FUND_CAP])
     st[S_CUM_IN] += amount
     out[FUND_INFLOW] += amount
-    cap = params[P_FUND_CAP]
-    if st[S_FUND] > cap:
-        out[FUND_OVERFLOW] += st[S_FUND] - cap
-        st[S_FUND] = cap
+    if over > 0.0:
+        out[FUND_OVERFLOW] += over
+
+
+@njit(cache=True, inline="always")
+def _inflow(fund, amount, cap):
+    """The fund after ``amount`` is paid in, capped at ``cap``, and the excess."""
+    fund += amount
+    if fund > cap:
+        return cap, fund - cap
+    return fund, 0.0
 
 
 @njit(cache=True)
@@ -1137,20 +1146,34 @@ def _park(remaining, li, bside, bp, x, pend_rem, pend_next, pend_side, pend_bp, 
 @njit(cache=True, inline="always")
 def _fund_pays(remaining, t, params, out, st):
     """The insurance fund pays what it can of ``remaining`` at step ``t``; returns it."""
-    fund = st[S_FUND]
-    st[S_CUM_OUT] += remaining
-    if st[S_CUM_OUT] - st[S_CUM_IN] > st[S_NEED]:
-        st[S_NEED] = st[S_CUM_OUT] - st[S_CUM_IN]
-    pay = remaining if remaining <= fund else fund
-    if remaining > fund:
-        if out[FUND_DEPLETED] == 0.0:
-            out[FUND_DEPLETED] = 1.0
-            out[TIME_TO_DEPLETION] = t * params[P_STEP_MINUTES]
-    st[S_FUND] = fund - pay
-    out[FUND_PAID] += pay
-    if st[S_FUND] < out[FUND_MIN]:
-        out[FUND_MIN] = st[S_FUND]
+    (st[S_FUND], st[S_CUM_OUT], st[S_NEED], out[FUND_PAID], out[FUND_MIN],
+     out[FUND_DEPLETED], out[TIME_TO_DEPLETION], pay) = _payout(
+        remaining, t, params[P_STEP_MINUTES], st[S_FUND], st[S_CUM_IN], st[S_CUM_OUT],
+        st[S_NEED], out[FUND_PAID], out[FUND_MIN], out[FUND_DEPLETED],
+        out[TIME_TO_DEPLETION])
     return pay
+
+
+@njit(cache=True, inline="always")
+def _payout(remaining, t, step_minutes, fund, cum_in, cum_out, need, paid, low, depleted,
+            t_depleted):
+    """The fund pays what it can of ``remaining`` at step ``t``: the new ``(fund,
+    cum_out, need, paid, low, depleted, t_depleted)`` (the fund, the cumulative asks,
+    ``fund_need``, ``fund_paid``, ``fund_min``, ``fund_depleted`` and
+    ``time_to_depletion``), and the payment. Scalars, so that :func:`_ride` keeps
+    them in registers."""
+    cum_out += remaining
+    if cum_out - cum_in > need:
+        need = cum_out - cum_in
+    pay = remaining if remaining <= fund else fund
+    if remaining > fund and depleted == 0.0:
+        depleted = 1.0
+        t_depleted = t * step_minutes
+    fund = fund - pay
+    paid += pay
+    if fund < low:
+        low = fund
+    return fund, cum_out, need, paid, low, depleted, t_depleted, pay
 
 
 @njit(cache=True, inline="always")
@@ -1442,7 +1465,8 @@ def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     owed_c = st[S_OWED_C]
     if stream:
         _mark_listed(1, mark, qpos, iwork, n_dirty, m0)
-        for p in range(qval.shape[0]):
+        # (A side without haircuts owes nothing: Q·0 = 0. A crash charges one side.)
+        for p in range(0 if hl != 0.0 else n_qlong, qval.shape[0] if hs != 0.0 else n_qlong):
             if mark[p] == 0:
                 d = qval[p] * (hl if p < n_qlong else hs)
                 if d != 0.0:
@@ -2541,35 +2565,45 @@ def _rides(p, q, layers, n_layers, params):
 
 
 @njit(cache=True)
-def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork, rst):
+def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork):
     """Policy ``layers``/``params`` on a path already run under another policy,
     ``src`` its metrics, that wrote the ledger journal (:func:`_log`) and whose
     losses reached no ADL or socialised layer: the book went through the same
     states, so the path's fees, surpluses and shortfalls were the same, and only
     the fund, the platform and the residual differ (``LEDGER_METRICS``, ``traj``).
-    Runs them through ``layers`` with the kernel's own helpers, in the kernel's
-    order, so the results are bit-identical to a run of their own. Returns False,
-    with ``out`` and ``traj`` part-written, if a loss reaches an ADL layer (the
-    book would change): the policy must then be run. ``rst`` is scratch
-    (float64[N_STATE])."""
+    Runs them through ``layers`` with the kernel's rules (:func:`_fee`,
+    :func:`_inflow`, :func:`_payout`, :func:`_plain_layers`) in the kernel's order,
+    on scalars, so the results are bit-identical to a run of their own. Returns
+    False, with ``out`` and ``traj`` part-written, if a loss reaches an ADL layer
+    (the book would change): the policy must then be run."""
     layers, params, src, out = borrowed(layers), borrowed(params), borrowed(src), borrowed(out)
-    traj, fwork, iwork, rst = borrowed(traj), borrowed(fwork), borrowed(iwork), borrowed(rst)
+    traj, fwork, iwork = borrowed(traj), borrowed(fwork), borrowed(iwork)
     for k in range(out.shape[0]):
         out[k] = src[k]
-    for k in LEDGER_METRICS:
-        out[k] = 0.0
-    out[TIME_TO_DEPLETION] = np.nan
-    for k in range(N_STATE):
-        rst[k] = 0.0
-    rst[S_FUND] = params[P_FUND_INITIAL]
-    out[FUND_MIN] = rst[S_FUND]
+    fund = params[P_FUND_INITIAL]
+    cap = params[P_FUND_CAP]
+    share = params[P_FEE_SHARE]
+    step_minutes = params[P_STEP_MINUTES]
+    cum_in = 0.0
+    cum_out = 0.0
+    need = 0.0
+    paid = 0.0
+    low = fund
+    depleted = 0.0
+    t_depleted = np.nan
+    inflow = 0.0
+    overflow = 0.0
+    fee_revenue = 0.0
+    platform = 0.0
+    residual = 0.0
+    platform_max = 0.0
     has_fund = False
     for li in range(layers.shape[0]):
         if layers[li] == LAYER_FUND:
             has_fund = True
     record_every = int(params[P_RECORD_EVERY])
     if record_every > 0 and traj.shape[0] > 0:
-        traj[0] = rst[S_FUND]
+        traj[0] = fund
     next_record = record_every if record_every > 0 else last + 1
     n = fwork.shape[1]
     step = -1  # the step of the entries being run
@@ -2584,33 +2618,58 @@ def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork, rst):
             t = code >> 2
         if t != step:
             if step >= 0:  # the end of the step, as the kernel's
-                if rst[S_FUND] < out[FUND_MIN]:
-                    out[FUND_MIN] = rst[S_FUND]
-                step_loss = out[PLATFORM_LOSS] - platform_before
-                if step_loss > out[PLATFORM_MAX_STEP]:
-                    out[PLATFORM_MAX_STEP] = step_loss
+                if fund < low:  # (a fund above its cap drops to it on an inflow)
+                    low = fund
+                if platform - platform_before > platform_max:
+                    platform_max = platform - platform_before
             while next_record < t:  # the records up to the step before
                 if next_record // record_every < traj.shape[0]:
-                    traj[next_record // record_every] = rst[S_FUND]
+                    traj[next_record // record_every] = fund
                 next_record += record_every
             step = t
-            platform_before = out[PLATFORM_LOSS]
+            platform_before = platform
         if k == n_log:
             break
         amount = fwork[F_LOG + r, k - r * n]
         kind = code & 3
-        if kind == K_FEE:
-            _fee(amount, params, out, rst)
-        elif kind == K_SURPLUS:
-            _fund_in(amount, params, out, rst)
-        else:
-            li, sf = _plain_layers(0, amount, t, layers, params, out, rst)
-            if sf > 0.0:
-                if li < layers.shape[0]:
-                    return False
-                out[RESIDUAL] += sf
-    out[FUND_FINAL] = rst[S_FUND]
-    out[FUND_NEED] = rst[S_NEED] if has_fund else np.nan
+        if kind != K_LOSS:
+            if kind == K_FEE:  # as _fee
+                to_fund = amount * share
+                fee_revenue += amount - to_fund
+                amount = to_fund
+            fund, over = _inflow(fund, amount, cap)  # as _fund_in
+            cum_in += amount
+            inflow += amount
+            if over > 0.0:
+                overflow += over
+            continue
+        for li in range(layers.shape[0]):  # as _plain_layers
+            if amount <= 0.0:
+                break
+            if layers[li] == LAYER_FUND:
+                fund, cum_out, need, paid, low, depleted, t_depleted, pay = _payout(
+                    amount, t, step_minutes, fund, cum_in, cum_out, need, paid, low,
+                    depleted, t_depleted)
+                amount -= pay
+            elif layers[li] == LAYER_PLATFORM:
+                platform += amount
+                amount = 0.0
+            else:
+                return False
+        if amount > 0.0:
+            residual += amount
+    out[FUND_PAID] = paid
+    out[PLATFORM_LOSS] = platform
+    out[RESIDUAL] = residual
+    out[FUND_INFLOW] = inflow
+    out[FUND_FINAL] = fund
+    out[FUND_MIN] = low
+    out[FUND_DEPLETED] = depleted
+    out[TIME_TO_DEPLETION] = t_depleted
+    out[FUND_NEED] = need if has_fund else np.nan
+    out[FUND_OVERFLOW] = overflow
+    out[PLATFORM_MAX_STEP] = platform_max
+    out[FEE_REVENUE] = fee_revenue
     return True
 
 
@@ -2637,7 +2696,6 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
     n_pol = params.shape[0]
     rode = 0
     done = np.zeros(n_pol, dtype=np.bool_)
-    rst = np.empty(N_STATE)
     last = index.shape[0] - 1
     for kind in range(3):
         for p in range(n_pol):
@@ -2659,7 +2717,7 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
                 for q in range(n_pol):
                     if not done[q] and _rides(p, q, layers, n_layers, params):
                         done[q] = _ride(int(st[S_NLOG]), last, layers[q, :n_layers[q]],
-                                        params[q], out[p], out[q], traj[q], fwork, iwork, rst)
+                                        params[q], out[p], out[q], traj[q], fwork, iwork)
                         if done[q]:
                             rode += 1
     st[S_LOG] = 0.0

@@ -11,8 +11,9 @@ import pytest
 
 from conftest import jump_prices, random_book, small_tiers
 from stress.exchange.kernels import (DETECT_NAIVE, DETECT_SCAN, DETECT_SORTED, F_EQH, F_LOSS,
-                                     N_METRICS, S_RESORTED, BookRunner, account_array,
-                                     layer_table, make_params, tier_array)
+                                     LEDGER_METRICS, N_METRICS, S_RESORTED, BookRunner,
+                                     account_array, layer_table, ledger_class, make_params,
+                                     tier_array)
 from stress.runner.variables import ADL_RANKINGS, INDEX, LAYER_CODES
 
 LAYER_LISTS = [["insurance_fund", "adl"], ["socialised", "platform"],
@@ -156,6 +157,11 @@ def riding_case(seed: int) -> int:
         np.testing.assert_array_equal(out[p], o)
         np.testing.assert_array_equal(traj[p], tr)
     np.testing.assert_array_equal(one.acct, each.acct)
+    # What a rider takes from the journal is its ledger; the rest is the path's.
+    other = np.setdiff1d(np.arange(N_METRICS), LEDGER_METRICS)
+    for p in range(4):
+        if names[p] != ["platform"] and ledger_class(layer_codes[p]) == 0:
+            np.testing.assert_array_equal(out[p, other], out[seed % 4, other])
     return rode
 
 
