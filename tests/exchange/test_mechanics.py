@@ -112,6 +112,19 @@ def test_threshold_bounds_every_trigger(long, lev, move, fee, entry_basis, level
             assert (p <= thr) if long else (p >= thr)
 
 
+def test_threshold_of_a_margin_that_does_not_move_with_the_price():
+    # Long 1 @ 100, 50 of collateral, one 50 % tier, alert at half the margin ratio
+    # (scale 2): equity − 2·MM = 50 + (p − 100) − 2·0.5·p = −50 at every price, so the
+    # account is breached at any mark and its threshold is +inf. With 150 of
+    # collateral it is +50 everywhere: never breached.
+    tt = tier_array(flat_tiers(0.5, max_leverage=1.5))
+    from stress.exchange.kernels import is_breached
+    assert threshold(1.0, 100.0, 50.0, tt, 0.0, False, 2.0) == math.inf
+    assert all(is_breached(1.0, 100.0, 50.0, p, tt, 0.0, False, 2.0) for p in (1.0, 1e6))
+    assert not any(is_breached(1.0, 100.0, 150.0, p, tt, 0.0, False, 2.0)
+                   for p in (1.0, 100.0, 1e6))
+
+
 # ------------------------------------------------------------------ stop-losses
 def test_stop_loss_across_a_gap_fills_at_the_gap_price():
     # Long 1 @ 100 with 10 (LP ≈ 90.45), stop at 95. The price gaps from 100 to 92:
