@@ -618,7 +618,12 @@ S_NLOG = 29  # the journal's length
 S_LOGFULL = 30  # 1 if the journal ran out of room (it then stops)
 S_DIVERGED = 31  # 1 once a loss reached an ADL or socialised layer (the book may differ)
 S_LOG = 32  # 1: keep the journal. Set by the caller (simulate_path leaves it as it is)
-N_STATE = 33
+# The book's open quantity per side before any path (book_sides), if the caller set
+# S_QBOOK (BookRunner does): the first settlement then starts from them.
+S_QBOOK = 33
+S_QL0 = 34
+S_QS0 = 35
+N_STATE = 36
 
 # A round's shortfalls (scratch rows of ``fwork``, filled by _fills): the amount, the
 # bankruptcy price, the fill and the side of each.
@@ -1219,6 +1224,19 @@ def _settled(pot, total, out, st):
 
 
 @leaf
+def book_sides(qval, n_qlong):
+    """The total long and short (positive) quantity of a book's open positions by size
+    (:func:`size_order`), summed in order."""
+    ql = 0.0
+    qs = 0.0
+    for p in range(n_qlong):
+        ql += qval[p]
+    for p in range(n_qlong, qval.shape[0]):
+        qs -= qval[p]
+    return ql, qs
+
+
+@leaf
 def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st, qval, qpos,
                n_qlong):
     """Charge ``pot`` to the accounts in profit over the settlement period, pro rata to
@@ -1235,15 +1253,13 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st, qval
     if st[S_GL] == 0.0:
         return _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st)
     if st[S_QREADY] == 0.0:
-        # The open quantity per side: the book's (its positions by size, read in
-        # sequence: a tenth of the memory of the accounts' rows), corrected by the
-        # accounts changed on the path so far.
-        ql = 0.0
-        qs = 0.0
-        for p in range(n_qlong):
-            ql += qval[p]
-        for p in range(n_qlong, qval.shape[0]):
-            qs -= qval[p]
+        # The open quantity per side: the book's (kept by the caller, or summed from
+        # its positions by size), corrected by the accounts changed on the path so far.
+        if st[S_QBOOK] != 0.0:
+            ql = st[S_QL0]
+            qs = st[S_QS0]
+        else:
+            ql, qs = book_sides(qval, n_qlong)
         nl = n_qlong
         ns = qval.shape[0] - n_qlong
         for j in range(int(st[S_NDIRTY])):
@@ -2119,7 +2135,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         out[k] = 0.0
     out[TIME_TO_DEPLETION] = np.nan
     out[HAIRCUT_RATE_MAX] = np.nan
-    for k in range(S_LOG):  # (S_LOG, the last, is the caller's)
+    for k in range(S_LOG):  # (S_LOG and the slots after it are the caller's)
         st[k] = 0.0
     st[S_FUND] = params[P_FUND_INITIAL]
     out[FUND_MIN] = st[S_FUND]
@@ -2773,6 +2789,9 @@ class BookRunner:
         self.lorder, self.sorder = lorder.copy(), sorder.copy()
         self.lkey, self.skey = self.lkey0.copy(), self.skey0.copy()
         self.work = workspace(len(acct))
+        st = self.work[4]
+        st[S_QL0], st[S_QS0] = book_sides(self.qval, self.n_qlong)
+        st[S_QBOOK] = 1.0
 
     def set_column(self, column: int, values: np.ndarray) -> None:
         """Set a column that no threshold depends on (``U``: a path's draws), in the

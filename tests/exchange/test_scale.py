@@ -11,9 +11,9 @@ import pytest
 
 from conftest import jump_prices, random_book, small_tiers
 from stress.exchange.kernels import (DETECT_NAIVE, DETECT_SCAN, DETECT_SORTED, F_EQH, F_LOSS,
-                                     LEDGER_METRICS, N_METRICS, S_RESORTED, BookRunner,
-                                     account_array, layer_table, ledger_class, make_params,
-                                     tier_array)
+                                     LEDGER_METRICS, N_METRICS, S_QBOOK, S_RESORTED,
+                                     BookRunner, account_array, layer_table, ledger_class,
+                                     make_params, tier_array)
 from stress.runner.variables import ADL_RANKINGS, INDEX, LAYER_CODES
 
 LAYER_LISTS = [["insurance_fund", "adl"], ["socialised", "platform"],
@@ -201,6 +201,22 @@ def test_a_full_ledger_journal_makes_the_riders_run(style, rides):
     np.testing.assert_array_equal(out[1], o)
     np.testing.assert_array_equal(traj[1], tr)
     assert out[1, INDEX["fund_inflow"]] > 0.0 and out[1, INDEX["shortfall"]] > 0.0
+
+
+@pytest.mark.parametrize("seed", [1, 6, 11, 16])
+def test_the_book_sides_kept_by_the_runner_equal_a_sum_per_path(seed):
+    # The first socialised settlement starts from the book's open quantity per side:
+    # kept by BookRunner (S_QBOOK), or summed over the positions by size on the path.
+    acct, market, _, kw = case(seed)
+    layers = np.array([LAYER_CODES["socialised"], LAYER_CODES["platform"]])
+    tt = tier_array(small_tiers())
+    kept = BookRunner(acct.copy(), tt, make_params(**kw))
+    summed = BookRunner(acct.copy(), tt, make_params(**kw))
+    summed.work[4][S_QBOOK] = 0.0
+    a, b = run(kept, market, layers, kw), run(summed, market, layers, kw)
+    assert a[0][INDEX["socialised_loss"]] > 0.0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_layer_table_pads_the_waterfalls():
