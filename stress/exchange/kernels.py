@@ -2547,7 +2547,8 @@ def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0
 LEDGER_METRICS = np.array([FUND_PAID, PLATFORM_LOSS, RESIDUAL, FUND_INFLOW, FUND_FINAL,
                            FUND_MIN, FUND_DEPLETED, TIME_TO_DEPLETION, FUND_NEED,
                            FUND_OVERFLOW, PLATFORM_MAX_STEP, FEE_REVENUE], dtype=np.int64)
-# The parameters that act only on the ledger, or only in ADL and socialised layers.
+# The parameters that act only on the ledger, or only in ADL and socialised layers
+# (which a path that rides never reaches).
 LEDGER_PARAMS = np.zeros(len(PARAMS), dtype=np.bool_)
 for _name in ("fund_initial", "fund_cap", "fee_share", "adl_basis", "adl_ranking",
               "settle_every"):
@@ -2567,11 +2568,9 @@ def ledger_class(layers):
 
 
 @njit(cache=True)
-def _rides(p, q, layers, n_layers, params):
-    """Policy ``q`` can take its results from policy ``p``'s ledger journal: neither
-    has a socialised layer and their parameters differ only in ``LEDGER_PARAMS``."""
-    if ledger_class(layers[p, :n_layers[p]]) == 2 or ledger_class(layers[q, :n_layers[q]]) == 2:
-        return False
+def _rides(p, q, params):
+    """Policy ``q`` may take its results from policy ``p``'s ledger journal: their
+    parameters differ only in ``LEDGER_PARAMS``."""
     for k in range(params.shape[1]):
         a = params[p, k]
         b = params[q, k]
@@ -2584,14 +2583,15 @@ def _rides(p, q, layers, n_layers, params):
 def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork):
     """Policy ``layers``/``params`` on a path already run under another policy,
     ``src`` its metrics, that wrote the ledger journal (:func:`_log`) and whose
-    losses reached no ADL or socialised layer: the book went through the same
-    states, so the path's fees, surpluses and shortfalls were the same, and only
+    losses reached no ADL or socialised layer: as long as this policy's do not
+    either, the book goes through the same
+    states, so the path's fees, surpluses and shortfalls are the same, and only
     the fund, the platform and the residual differ (``LEDGER_METRICS``, ``traj``).
     Runs them through ``layers`` with the kernel's rules (:func:`_fee`,
     :func:`_inflow`, :func:`_payout`, :func:`_plain_layers`) in the kernel's order,
     on scalars, so the results are bit-identical to a run of their own. Returns
-    False, with ``out`` and ``traj`` part-written, if a loss reaches an ADL layer
-    (the book would change): the policy must then be run."""
+    False, with ``out`` and ``traj`` part-written, if a loss reaches an ADL or
+    socialised layer (the book would change): the policy must then be run."""
     layers, params, src, out = borrowed(layers), borrowed(params), borrowed(src), borrowed(out)
     traj, fwork, iwork = borrowed(traj), borrowed(fwork), borrowed(iwork)
     for k in range(out.shape[0]):
@@ -2701,14 +2701,17 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
     thousand accounts cost as much as the path itself. The arguments are those
     of the two kernels (see :class:`BookRunner`).
 
-    A policy rides on another when neither has a socialised layer and their
-    parameters differ only in ``LEDGER_PARAMS`` (:func:`_rides`): while no loss
-    reaches an ADL layer, the two see the same book, so the second's results
-    come from the first's ledger journal (:func:`_ride`) at a fraction of a
-    path's cost, bit-identical to a run of its own; it is run when a loss would
-    reach its ADL layer. Policies without ADL run first, so that a fund + ADL
-    policy whose fund never runs dry costs almost nothing. Returns the number of
-    policies that rode."""
+    A policy rides on another whose parameters differ only in ``LEDGER_PARAMS``
+    (:func:`_rides`). Fund and platform layers pay a loss without touching an
+    account, so while no loss reaches an ADL or socialised layer in either, the
+    two see the same book (a socialised layer that never gets a loss only keeps
+    scratch: period snapshots), and the second's results come from the first's
+    ledger journal (:func:`_ride`) at a fraction of a path's cost, bit-identical
+    to a run of its own. It is run when a loss would reach its ADL or socialised
+    layer. Policies with only fund and platform layers run first, then those with
+    ADL, then those with a socialised layer (``ledger_class``), so that a fund +
+    ADL policy whose fund never runs dry, or any policy on a path without a
+    shortfall, costs almost nothing. Returns the number of policies that rode."""
     n_pol = params.shape[0]
     rode = 0
     done = np.zeros(n_pol, dtype=np.bool_)
@@ -2719,7 +2722,7 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
                 continue
             riders = False
             for q in range(n_pol):
-                if not done[q] and q != p and _rides(p, q, layers, n_layers, params):
+                if not done[q] and q != p and _rides(p, q, params):
                     riders = True
             st[S_LOG] = 1.0 if riders else 0.0
             simulate_path(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
@@ -2731,7 +2734,7 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
             done[p] = True
             if riders and st[S_DIVERGED] == 0.0 and st[S_LOGFULL] == 0.0:
                 for q in range(n_pol):
-                    if not done[q] and _rides(p, q, layers, n_layers, params):
+                    if not done[q] and _rides(p, q, params):
                         done[q] = _ride(int(st[S_NLOG]), last, layers[q, :n_layers[q]],
                                         params[q], out[p], out[q], traj[q], fwork, iwork)
                         if done[q]:

@@ -128,7 +128,8 @@ def test_every_policy_in_one_call_equals_a_call_per_policy(seed):
 
 
 RIDING_LISTS = [["platform"], ["insurance_fund", "adl"], ["insurance_fund", "platform"],
-                ["insurance_fund", "adl", "platform"], ["insurance_fund"], ["adl", "platform"]]
+                ["insurance_fund", "adl", "platform"], ["insurance_fund"], ["adl", "platform"],
+                ["socialised"], ["insurance_fund", "socialised", "platform"]]
 
 
 def riding_case(seed: int) -> int:
@@ -141,10 +142,12 @@ def riding_case(seed: int) -> int:
     names[seed % 4] = ["platform"]
     layer_codes = [np.array([LAYER_CODES[x] for x in lay]) for lay in names]
     params = [make_params(**(kw | {"fund_initial": float(f), "fee_share": float(s),
-                                   "fund_cap": float(c), "adl_ranking": int(a)}))
-              for f, s, c, a in zip(rng.choice([0.0, 5.0, 50.0, 1e9], 4), rng.random(4),
-                                    rng.choice([math.inf, 60.0], 4),
-                                    rng.integers(len(ADL_RANKINGS), size=4))]
+                                   "fund_cap": float(c), "adl_ranking": int(a),
+                                   "settle_every": int(e)}))
+              for f, s, c, a, e in zip(rng.choice([0.0, 5.0, 50.0, 1e9], 4), rng.random(4),
+                                       rng.choice([math.inf, 60.0], 4),
+                                       rng.integers(len(ADL_RANKINGS), size=4),
+                                       rng.choice([1, 7, 30], 4))]
     one = BookRunner(acct.copy(), tt, params[0])
     each = BookRunner(acct.copy(), tt, params[0])
     table, n_layers = layer_table(layer_codes)
@@ -167,11 +170,11 @@ def riding_case(seed: int) -> int:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_policies_riding_on_a_ledger_journal_equal_runs_of_their_own(seed):
-    # A policy without a socialised layer whose parameters differ from another's only in
-    # the fund, the fee share, the cap or the ADL rules takes its results from the
-    # other's ledger journal until a loss would reach its ADL layer: bit-identical to a
-    # run of its own either way. Funds from none to ample, so that some riders finish
-    # and others fall back to a run; the small books fill the journal (2n entries).
+    # A policy whose parameters differ from another's only in the fund, the fee share,
+    # the cap, the ADL rules or the settlement period takes its results from the
+    # other's ledger journal unless a loss would reach its ADL or socialised layer:
+    # bit-identical to a run of its own either way. Funds from none to ample, so that
+    # some riders finish and others fall back to a run.
     riding_case(seed)
 
 
