@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test test-python bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The kernel's tests on its plain-Python path (the same source, uncompiled).
+test-python: $(STAMP)
+	STRESS_DISABLE_NUMBA=1 $(BIN)/python -m pytest -q tests/exchange
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kernel.py
