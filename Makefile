@@ -33,3 +33,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) results
+	find stress -name '*.nb[ic]' -delete  # numba's cache, stale after kernel edits
