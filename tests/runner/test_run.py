@@ -273,3 +273,33 @@ def test_a_shard_that_fails_drops_its_runner():
     out, _ = shard.simulate_shard(prepare(small()), 0, 2)  # and the next shard runs
     assert shard._CACHE.runner is not None and np.isfinite(out[..., INDEX["shortfall"]]).all()
     shard.release_runner()
+
+
+@pytest.mark.parametrize("source, fund", [("configs/thin_book.yaml", None),
+                                          ("gap_down_20pct", 1000.0)])
+def test_each_policy_of_a_run_equals_a_run_of_its_own(tmp_path, source, fund):
+    # In one run, policies take their results from another's ledger journal where the
+    # rules allow (simulate_policies); alone, each is simulated in full. Funding,
+    # liquidity and a gap that runs the fund dry; fund + platform and fund + socialised
+    # waterfalls besides the config's three. Every variable, bit for bit.
+    from stress.scenarios import apply_scenario
+    base = (load_config(ROOT / source) if source.endswith(".yaml")
+            else apply_scenario(load_config(ROOT / "configs" / "default.yaml"), source))
+    pols = base.model_dump(mode="json")["policies"] + [
+        {"name": "fund+platform", "layers": ["insurance_fund", "platform"]},
+        {"name": "fund+socialised", "layers": ["insurance_fund", "socialised"]}]
+    over = {"run.paths": 8, "run.shard_size": 8, "policies": pols,
+            "population.accounts": 2000}
+    if fund is not None:  # (small enough to run dry on the gap: ADL, no riding)
+        over["fund.initial"] = fund
+    cfg = base.with_overrides(over)
+    ds = stress.run(cfg, workers=1, out=tmp_path / "all")
+    if fund is not None:
+        assert float(ds.n_adl.sel(policy="fund+adl").sum()) > 0
+    for p in pols:
+        one = stress.run(cfg.with_overrides({"policies": [p]}), workers=1,
+                         out=tmp_path / p["name"].replace("+", "_"))
+        for v in ds.data_vars:
+            if "policy" in ds[v].dims:
+                np.testing.assert_array_equal(ds[v].sel(policy=p["name"]).values,
+                                              one[v].sel(policy=p["name"]).values, err_msg=v)
