@@ -1201,7 +1201,7 @@ def _plain_layers(start, remaining, t, layers, params, out, st):
 
 
 @njit(cache=True, inline="always")
-def _haircut(i, charge, acct, tt, params, touched, fwork, iwork, st):
+def _haircut(i, charge, acct, touched, fwork, iwork, st):
     """Charge account ``i`` a socialised ``charge`` out of its cash now."""
     _eligible(i, iwork, st)
     _touch(i, acct, fwork, iwork, st)
@@ -1237,8 +1237,7 @@ def book_sides(qval, n_qlong):
 
 
 @leaf
-def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st, qval, qpos,
-               n_qlong):
+def _socialise(pot, mark, acct, touched, out, fwork, iwork, st, qval, qpos, n_qlong):
     """Charge ``pot`` to the accounts in profit over the settlement period, pro rata to
     that profit and at most all of it. Returns the amount charged.
 
@@ -1251,7 +1250,7 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st, qval
     threshold (``S_GL`` = 0) every account is charged at once.
     """
     if st[S_GL] == 0.0:
-        return _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st)
+        return _socialise_all(pot, mark, acct, touched, out, fwork, iwork, st)
     if st[S_QREADY] == 0.0:
         # The open quantity per side: the book's (kept by the caller, or summed from
         # its positions by size), corrected by the accounts changed on the path so far.
@@ -1316,8 +1315,8 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st, qval
         i = plist[r]
         p = _period_profit(i, mark, acct, fwork, iwork, st)
         if p > 0.0:
-            _haircut(i, p if everything else pot * (p / total), acct, tt, params, touched,
-                     fwork, iwork, st)
+            _haircut(i, p if everything else pot * (p / total), acct, touched, fwork, iwork,
+                     st)
     if unchanged > 0.0:
         h = delta if everything else (pot / total) * delta
         if delta > 0.0:
@@ -1335,7 +1334,7 @@ def _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st, qval
 
 
 @leaf
-def _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
+def _socialise_all(pot, mark, acct, touched, out, fwork, iwork, st):
     """:func:`_socialise` charging every account at once: O(accounts)."""
     n = acct.shape[0]
     total = 0.0
@@ -1349,8 +1348,8 @@ def _socialise_all(pot, mark, acct, tt, params, touched, out, fwork, iwork, st):
     for i in range(n):
         p = _period_profit(i, mark, acct, fwork, iwork, st)
         if p > 0.0:
-            _haircut(i, p if everything else pot * (p / total), acct, tt, params, touched,
-                     fwork, iwork, st)
+            _haircut(i, p if everything else pot * (p / total), acct, touched, fwork, iwork,
+                     st)
     return _settled(pot, total, out, st)
 
 
@@ -1859,7 +1858,7 @@ def funding_rate(mode, rate, premium, interest, clamp, cap):
 
 
 @leaf
-def _pay_funding(f, mark, acct, tt, params, touched, fwork, iwork, st):
+def _pay_funding(f, mark, acct, touched, fwork, iwork, st):
     """Longs pay shorts ``f`` × their notional (the reverse when ``f`` < 0); receivers
     share the payers' total pro rata to notional, so funding is zero-sum. Returns
     the amount transferred."""
@@ -2214,8 +2213,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             f = funding_rate(funding_mode, params[P_FUNDING_RATE], premium,
                              params[P_FUNDING_INTEREST], params[P_FUNDING_CLAMP],
                              params[P_FUNDING_CAP])
-            out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, tt, params, touched, fwork,
-                                                iwork, st)
+            out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, touched, fwork, iwork, st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
             premium_sum = 0.0
@@ -2363,8 +2361,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             pot = 0.0
             for p in range(n_pend):
                 pot += pend_rem[p]
-            charged = _socialise(pot, mark, acct, tt, params, touched, out, fwork, iwork, st,
-                                 qval, qpos, n_qlong)
+            charged = _socialise(pot, mark, acct, touched, out, fwork, iwork, st, qval, qpos,
+                                 n_qlong)
             out[SOCIALISED_LOSS] += charged
             left = (pot - charged) / pot
             if charged > 0.0 or left > 0.0:
