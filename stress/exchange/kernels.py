@@ -791,6 +791,16 @@ def _log_start(st):
 
 
 @njit(cache=True, inline="always")
+def _log_slot(k, n):
+    """Where the journal of a book of ``n`` accounts keeps entry ``k``: ``(row offset,
+    column)`` in its two rows of ``fwork`` (amounts, ``F_LOG``) and ``iwork`` (codes,
+    ``I_LOG``)."""
+    if k < n:
+        return 0, k
+    return 1, k - n
+
+
+@njit(cache=True, inline="always")
 def _log(k, amount, code, fwork, iwork, st):
     """Journal a flow the loss policy handles as entry ``k`` (from :func:`_log_start`;
     nothing when −1): ``amount`` and ``code`` = ``step·4 + K_*``, what :func:`_ride`
@@ -804,11 +814,7 @@ def _log(k, amount, code, fwork, iwork, st):
         st[S_LOG] = 0.0
         st[S_LOGFULL] = 1.0
         return -1
-    j = k
-    r = 0
-    if j >= n:
-        r = 1
-        j -= n
+    r, j = _log_slot(k, n)
     fwork[F_LOG + r, j] = amount
     iwork[I_LOG + r, j] = code
     return k + 1
@@ -2623,12 +2629,13 @@ def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork):
     step = -1  # the step of the entries being run
     platform_before = 0.0
     r = 0
+    j = 0
     code = 0
     for k in range(n_log + 1):
         t = last + 1
         if k < n_log:
-            r = 0 if k < n else 1
-            code = iwork[I_LOG + r, k - r * n]
+            r, j = _log_slot(k, n)
+            code = iwork[I_LOG + r, j]
             t = code >> 2
         if t != step:
             if step >= 0:  # the end of the step, as the kernel's
@@ -2644,7 +2651,7 @@ def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork):
             platform_before = platform
         if k == n_log:
             break
-        amount = fwork[F_LOG + r, k - r * n]
+        amount = fwork[F_LOG + r, j]
         kind = code & 3
         if kind != K_LOSS:
             if kind == K_FEE:  # as _fee
