@@ -2817,11 +2817,11 @@ class BookRunner:
         each policy in turn, in one kernel call. Returns how many policies took
         their results from another's ledger journal (:func:`simulate_policies`)."""
         fwork, iwork, touched, is_loose, st = self.work
-        return simulate_policies(*market, self.acct, self.base, self.lorder, self.sorder, self.lkey,
-                          self.skey, self.lorder0, self.sorder0, self.lkey0, self.skey0,
-                          self.n_long, self.n_short, self.qval, self.qpos, self.n_qlong,
-                          self.tt, layers, n_layers, params, out, traj, fwork, iwork, touched,
-                          is_loose, st)
+        return simulate_policies(*market, self.acct, self.base, self.lorder, self.sorder,
+                                 self.lkey, self.skey, self.lorder0, self.sorder0, self.lkey0,
+                                 self.skey0, self.n_long, self.n_short, self.qval, self.qpos,
+                                 self.n_qlong, self.tt, layers, n_layers, params, out, traj,
+                                 fwork, iwork, touched, is_loose, st)
 
     def run(self, market, layers, params, out, traj, keep: bool = False):
         """One path: ``market`` is ``(index, mark0, depth_bid, depth_ask, gap_bid,
