@@ -918,7 +918,7 @@ def _filled(base, slope, cap, m, t):
     return f
 
 
-@leaf
+@njit(cache=True, inline="always")
 def _adl_cap(i, bp, acct, fwork, st):
     """Most units of account ``i`` ADL may close at ``bp``: all of them, unless closing
     at ``bp`` realises a loss; then only what its margin pays (never bankrupt it)."""
