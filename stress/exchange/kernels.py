@@ -1457,7 +1457,7 @@ def _rank_sum(a, b, c, r0):
 
 
 @njit(cache=True)
-def _fairness(acct, out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
+def _fairness(out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     """End of path: accounts hit, the largest ADL loss fraction and the Gini
     coefficient of losses over the eligible accounts, ``extra`` (the losses of
     changed accounts not in the list, all positive: see :func:`_owed`) and, with
@@ -2471,7 +2471,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     # being written into the accounts: the book needs no restoring for them.
     stream = st[S_PENDING] != 0.0
     owed = _owed(acct, fwork, iwork, st, liq_short) if stream else 0
-    _fairness(acct, out, fwork, iwork, st, liq_short[:owed], qval, qpos, n_qlong, stream)
+    _fairness(out, fwork, iwork, st, liq_short[:owed], qval, qpos, n_qlong, stream)
     out[TRADER_BALANCE_CHANGE] = _cash_change(acct, fwork, iwork, st)
     for j in range(n_loose):
         is_loose[loose[j]] = False
