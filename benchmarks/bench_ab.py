@@ -7,7 +7,9 @@ This script loads both kernels into one process (the revision's
 ``stress/exchange/kernels.py`` as a module of its own, importing everything else
 from this checkout) and times them alternately, a few milliseconds apart, on the
 same books and paths: both see the same machine. It prints each one's best time,
-the ratio, and whether the two give bit-identical metrics.
+the median of the per-repetition ratios with their quartiles (each ratio compares
+two calls a few milliseconds apart, so the drift cancels; the best times alone can
+be one kernel's lucky moment), and whether the two give bit-identical metrics.
 
 Workloads:
 
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import subprocess
 import sys
@@ -101,20 +102,26 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def alternate(calls: dict, reps: int) -> dict:
-    """Best and mean seconds of each ``calls[name]()``, the names alternated in turn
-    and in reverse on every other repetition."""
+    """Seconds of each of ``reps`` calls of every ``calls[name]()``, the names called
+    in turn, in reverse order on every other repetition: ``{name: array of times}``."""
     names = list(calls)
-    best = {k: math.inf for k in names}
-    total = {k: 0.0 for k in names}
+    times = {k: np.empty(reps) for k in names}
     clock = time.perf_counter
     for rep in range(reps):
         for k in (names if rep % 2 == 0 else names[::-1]):
             t = clock()
             calls[k]()
-            dt = clock() - t
-            best[k] = min(best[k], dt)
-            total[k] += dt
-    return {k: (best[k], total[k] / reps) for k in names}
+            times[k][rep] = clock() - t
+    return times
+
+
+def paired(times: dict, names: list) -> tuple[float, float, float]:
+    """The median and quartiles of the per-repetition ratios ``second / first``: each
+    ratio compares two calls made a few milliseconds apart, so the machine's drift
+    cancels, and the median ignores the repetitions a burst of load hit."""
+    r = times[names[1]] / times[names[0]]
+    q1, med, q3 = np.percentile(r, [25, 50, 75])
+    return med, q1, q3
 
 
 def peers(kernels: dict, reps: int) -> bool:
@@ -155,19 +162,20 @@ def peers(kernels: dict, reps: int) -> bool:
           f"{PEER_PATHS // len(markets)} paths, {n_pol} policies in one call per path; best "
           f"of {reps}, alternated")
     names = list(kernels)
-    print(f"{'shape':<20}" + "".join(f"{k + ' us/path':>18}" for k in names) + f"{'ratio':>9}")
-    sums = {k: 0.0 for k in names}
+    print(f"{'shape':<20}" + "".join(f"{k + ' us/path':>18}" for k in names)
+          + f"{'ratio (quartiles)':>26}")
+    sums = {k: np.zeros(reps) for k in names}
     for g, paths in groups.items():
         t = alternate({k: (lambda k=k: one(k, paths)) for k in names}, reps)
-        per = {k: t[k][0] / len(paths) for k in names}
         for k in names:
-            sums[k] += t[k][0]
-        print(f"{bs.SHOCK_SCENARIOS[g]:<20}" + "".join(f"{per[k] * 1e6:>18.1f}" for k in names)
-              + f"{per[names[1]] / per[names[0]]:>9.3f}")
+            sums[k] += t[k]
+        print(f"{bs.SHOCK_SCENARIOS[g]:<20}"
+              + "".join(f"{t[k].min() / len(paths) * 1e6:>18.1f}" for k in names)
+              + "{:>10.3f} ({:.3f}-{:.3f})".format(*paired(t, names)))
     work = n * PEER_STEPS
-    row = {k: sums[k] / (PEER_PATHS * n_pol) for k in names}
+    row = {k: sums[k].min() / (PEER_PATHS * n_pol) for k in names}
     print(f"{'per path & policy':<20}" + "".join(f"{row[k] * 1e6:>18.2f}" for k in names)
-          + f"{row[names[1]] / row[names[0]]:>9.3f}")
+          + "{:>10.3f} ({:.3f}-{:.3f})".format(*paired(sums, names)))
     print(f"{'x the C++ engine':<20}" + "".join(f"{work / row[k] / CPP_RATE:>18.1f}"
                                                for k in names))
     print("metrics bit-identical on every path" if identical else
@@ -175,7 +183,7 @@ def peers(kernels: dict, reps: int) -> bool:
     return identical
 
 
-def big(kernels: dict, reps: int) -> bool:
+def big(kernels: dict, reps: int, depths=BIG_DEPTHS) -> bool:
     tiers = builtin_tiers(bk.TIERS)
     n = BIG_ACCOUNTS
     book = bs.walk_ordered(bk.make_book(n, tiers, bk.SEED), tiers)
@@ -190,9 +198,9 @@ def big(kernels: dict, reps: int) -> bool:
     print(f"--- big: {n:,} accounts x {BIG_STEPS:,} steps, one policy "
           f"({', '.join(bs.LAYERS)}), sorted kernel; best of {reps}, alternated")
     print(f"{'wick':>6}{'liquidated':>12}" + "".join(f"{k + ' ms/path':>20}" for k in names)
-          + f"{'ratio':>9}")
+          + f"{'ratio (quartiles)':>26}")
     identical = True
-    for depth in BIG_DEPTHS:
+    for depth in depths:
         mk = bs.plain_market(bs.wick_path(BIG_STEPS, depth))
 
         def one(name, mk=mk):
@@ -203,8 +211,8 @@ def big(kernels: dict, reps: int) -> bool:
         identical &= same(out[names[0]], out[names[1]])
         t = alternate({k: (lambda k=k: one(k)) for k in names}, reps)
         liq = out[names[1]][head.N_LIQUIDATIONS]
-        print(f"{-depth:>+6.0%}{liq:>12,.0f}" + "".join(f"{t[k][0] * 1e3:>20.3f}" for k in names)
-              + f"{t[names[1]][0] / t[names[0]][0]:>9.3f}")
+        print(f"{-depth:>+6.0%}{liq:>12,.0f}" + "".join(f"{t[k].min() * 1e3:>20.3f}" for k in names)
+              + "{:>10.3f} ({:.3f}-{:.3f})".format(*paired(t, names)))
     print("metrics bit-identical on every path" if identical else
           "metrics DIFFER between the two kernels on some paths")
     return identical
@@ -218,6 +226,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workload", choices=["peers", "big", "all"], default="peers")
     ap.add_argument("--reps", type=int, default=15,
                     help="alternated repetitions; the best of each is kept (default 15)")
+    ap.add_argument("--depths", type=lambda s: [float(x) for x in s.split(",") if x],
+                    default=list(BIG_DEPTHS),
+                    help="the big workload's wick depths, comma-separated (default "
+                         + ",".join(f"{d:g}" for d in BIG_DEPTHS) + ")")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     base, commit = load_revision(args.rev)
@@ -229,7 +241,7 @@ def main(argv=None) -> int:
     if args.workload in ("peers", "all"):
         ok &= peers(kernels, args.reps)
     if args.workload in ("big", "all"):
-        ok &= big(kernels, args.reps)
+        ok &= big(kernels, args.reps, args.depths)
     print(f"\n(total {time.perf_counter() - t0:.0f} s, numba compiles and cache loads included)")
     return 0 if ok else 1
 
