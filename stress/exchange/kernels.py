@@ -841,9 +841,8 @@ def _paid_in(amount, is_fee, share, cap, fund, cum_in, inflow, overflow, fee_rev
     """A liquidation fee (``is_fee``: ``share`` of it to the fund, the rest to the
     platform) or a surplus (all of it) paid into the fund, capped at ``cap`` (the
     excess to the platform): the new ``(fund, cum_in, inflow, overflow,
-    fee_revenue)``. On scalars, so that the fill loop and :func:`_ride` keep the
-    ledger in registers; :func:`_fee` and :func:`_fund_in` are this on the path's
-    arrays."""
+    fee_revenue)``. On scalars, so that :func:`_ride` keeps the ledger in
+    registers; :func:`_fee` and :func:`_fund_in` are this on the path's arrays."""
     if is_fee:
         to_fund = amount * share
         fee_revenue += amount - to_fund
@@ -1975,28 +1974,6 @@ def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, 
     return t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle
 
 
-@njit(cache=True, inline="always")
-def _flows(out, st):
-    """The flows a round of fills adds to, for :func:`_fills` to keep in registers:
-    ``(market PnL, liquidations, their notional, fund, its cumulative inflows,
-    fund inflow, fund overflow, fee revenue)``. :func:`_flows_back` stores them."""
-    return (out[MARKET_PNL], out[N_LIQUIDATIONS], out[LIQUIDATED_NOTIONAL], st[S_FUND],
-            st[S_CUM_IN], out[FUND_INFLOW], out[FUND_OVERFLOW], out[FEE_REVENUE])
-
-
-@njit(cache=True, inline="always")
-def _flows_back(pnl, n_liq, notional, fund, cum_in, inflow, overflow, revenue, out, st):
-    """Store the flows :func:`_flows` loaded."""
-    out[MARKET_PNL] = pnl
-    out[N_LIQUIDATIONS] = n_liq
-    out[LIQUIDATED_NOTIONAL] = notional
-    st[S_FUND] = fund
-    st[S_CUM_IN] = cum_in
-    out[FUND_INFLOW] = inflow
-    out[FUND_OVERFLOW] = overflow
-    out[FEE_REVENUE] = revenue
-
-
 def _fills_kernel(journal: bool):
     """:func:`_fills`, compiled with or without the ledger journal (``journal``, a
     constant of the compiled code): the journal's entries cost registers the fill
@@ -2015,32 +1992,23 @@ def _fills_kernel(journal: bool):
         kernel's body every pointer it needs was reloaded from the stack."""
         style = int(params[P_LIQ_STYLE])
         fee_rate = params[P_FEE_RATE]
-        share = params[P_FEE_SHARE]
-        cap = params[P_FUND_CAP]
         to_trader = params[P_SURPLUS_TO_TRADER] != 0.0
         log = -1
         t4 = 0
         if journal:
             log = _log_start(st)
             t4 = int(st[S_T]) * 4
-        # The round's flows in registers, added in the helpers' order (the sums are
-        # theirs bit for bit): a store into ``out`` or ``st`` must otherwise be
-        # reloaded after each store into an account (numba's arrays may alias).
-        pnl, n_liq, notional, fund, cum_in, inflow, overflow, revenue = _flows(out, st)
         n_short = 0
         for j in range(n_orders):
             i = cand[j]
             q = acct[i, Q]
             x = x_sell if q > 0.0 else x_buy
             if act[j] == ACT_LIQUIDATE and style != STYLE_FULL:
-                _flows_back(pnl, n_liq, notional, fund, cum_in, inflow, overflow, revenue, out,
-                            st)
                 if journal:
                     _log_end(log, st)
                 done = _reduce(i, x, mark, acct, tt, params, out, fwork, iwork, st)
                 if journal:
                     log = _log_start(st)
-                pnl, n_liq, notional, fund, cum_in, inflow, overflow, revenue = _flows(out, st)
                 if done:
                     _moved(i, acct, touched)
                     continue
@@ -2048,7 +2016,7 @@ def _fills_kernel(journal: bool):
             _touch(i, acct, fwork, iwork, st)
             e = acct[i, E]
             c = acct[i, C]
-            pnl += q * (x - e)
+            out[MARKET_PNL] += q * (x - e)
             cash = c + q * (x - e)  # the account's cash after the fill
             if act[j] == ACT_STOP:
                 # The trader's own market order: no liquidation fee; a fill past the
@@ -2061,17 +2029,15 @@ def _fills_kernel(journal: bool):
                     fee_paid = fee if cash >= fee else cash
                     if journal:
                         log = _log(log, fee_paid, t4 + K_FEE, fwork, iwork, st)
-                    fund, cum_in, inflow, overflow, revenue = _paid_in(
-                        fee_paid, True, share, cap, fund, cum_in, inflow, overflow, revenue)
+                    _fee(fee_paid, params, out, st)
                     cash -= fee_paid
                     if not to_trader and cash > 0.0:
                         if journal:
                             log = _log(log, cash, t4 + K_SURPLUS, fwork, iwork, st)
-                        fund, cum_in, inflow, overflow, revenue = _paid_in(
-                            cash, False, share, cap, fund, cum_in, inflow, overflow, revenue)
+                        _fund_in(cash, params, out, st)
                         cash = 0.0
-                n_liq += 1.0
-                notional += abs(q) * mark
+                out[N_LIQUIDATIONS] += 1.0
+                out[LIQUIDATED_NOTIONAL] += abs(q) * mark
             if cash < 0.0:
                 fwork[F_SHORT, n_short] = -cash
                 fwork[F_BP, n_short] = e - c / q
@@ -2081,7 +2047,6 @@ def _fills_kernel(journal: bool):
                 cash = 0.0  # the negative balance is written off; the waterfall pays it
             _set_qty(i, 0.0, acct, st)
             acct[i, C] = cash
-        _flows_back(pnl, n_liq, notional, fund, cum_in, inflow, overflow, revenue, out, st)
         if journal:
             _log_end(log, st)
         return n_short
@@ -2585,7 +2550,7 @@ def restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0
     their pristine copies if the path re-sorted them. O(changed accounts)."""
     for j in range(int(st[S_NDIRTY])):
         i = iwork[I_DIRTY, j]
-        for c in range(N_ACCT):  # (a constant: the row's copy is unrolled)
+        for c in range(acct.shape[1]):
             acct[i, c] = base[i, c]
         iwork[I_DFLAG, i] = 0
         iwork[I_PID, i] = -1
@@ -2644,8 +2609,8 @@ def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork):
     either, the book goes through the same
     states, so the path's fees, surpluses and shortfalls are the same, and only
     the fund, the platform and the residual differ (``LEDGER_METRICS``, ``traj``).
-    Runs them through ``layers`` with the kernel's rules (:func:`_fee`,
-    :func:`_inflow`, :func:`_payout`, :func:`_plain_layers`) in the kernel's order,
+    Runs them through ``layers`` with the kernel's rules (:func:`_paid_in`,
+    :func:`_payout`, :func:`_plain_layers`) in the kernel's order,
     on scalars, so the results are bit-identical to a run of their own. Returns
     False, with ``out`` and ``traj`` part-written, if a loss reaches an ADL or
     socialised layer (the book would change): the policy must then be run."""
