@@ -623,7 +623,24 @@ S_LOG = 32  # 1: keep the journal. Set by the caller (simulate_path leaves it as
 S_QBOOK = 33
 S_QL0 = 34
 S_QS0 = 35
-N_STATE = 36
+# Forks (see simulate_policies). The undo log: while S_UNDO is set, _touch saves an
+# account's row (with its period snapshot) on its first change in each generation.
+S_UNDO = 36
+S_GEN = 37  # the current generation (iwork[I_GEN] says when each row was last saved)
+S_NUNDO = 38  # the undo log's length
+S_UNDOFULL = 39  # 1 once the undo log ran out of room (the forks are then given up)
+S_FORKING = 40  # fork candidates the path still tracks (simulate_policies sets them)
+S_SNAP = 41  # 1: a socialised policy may fork: follow the settlement periods (S_PND)
+S_RESUME = 42  # g + 1: resume the path from checkpoint g instead of starting it
+S_FORKS = 43  # policies forked so far (a count for the benchmarks)
+S_FORK_SLACK = 44  # losses the tracked candidates' funds surely cover (see _fork_slack)
+# With S_SNAP, a primary takes no period snapshots (S_PERIOD −1) but keeps how many
+# accounts had changed at the start of the period, and whether every account
+# changed in it since was first changed in it, without a deposit (S_PCLEAN): then
+# their snapshots are those of their base rows, in journal order (_period_from_base).
+S_PND = 45
+S_PCLEAN = 46
+N_STATE = 47
 
 # A round's shortfalls (scratch rows of ``fwork``, filled by _fills): the amount, the
 # bankruptcy price, the fill and the side of each.
@@ -643,7 +660,8 @@ F_TAKE = 18
 F_C0 = 19  # the account's cash before its first change on the path
 F_H0 = 20  # the side's haircut per unit already in the account's cash (0 on entry)
 F_LOG = 21  # the ledger journal's amounts: two rows, room for 2n entries (see _log)
-N_FWORK = 23
+F_UNDO = 23  # the undo log (see _save_row): a row's N_ACCT columns
+N_FWORK = F_UNDO + N_ACCT
 # Rows of ``iwork`` beyond the walks' scratch.
 I_ELIG = 6  # eligible accounts (the list)
 I_FLAG = 7  # 1 if the account is in the list
@@ -654,12 +672,31 @@ I_DFLAG = 11  # 1 if the account is in the journal
 I_PLIST = 12  # accounts changed in the current settlement period
 I_MARK = 13  # end of path: 1 at the size-order position of a changed or eligible account
 I_LOG = 14  # the ledger journal's codes, ``step·4 + kind``: two rows (see _log)
-N_IWORK = 16
+I_UNDO = 16  # the undo log: the account of each entry
+I_GEN = 17  # the generation in which the account's row was last saved in the undo log
+N_IWORK = 18
 
 # Detection of the accounts with something to do at a mark (``params["detect"]``).
 DETECT_SORTED = 0  # walk the sorted book from its heads (the fast kernel)
 DETECT_SCAN = 1  # compare every open account's threshold with the mark
 DETECT_NAIVE = 2  # run the exact tests on every open account
+
+
+@leaf
+def _save_row(i, acct, fwork, iwork, st):
+    """The undo log: save account ``i``'s row as it is before its first change in this
+    generation (see :func:`simulate_policies`), if it had changed before. Room for
+    ``n`` entries; past it the log stops and says so (``S_UNDOFULL``)."""
+    iwork[I_GEN, i] = int(st[S_GEN])
+    e = int(st[S_NUNDO])
+    if e >= acct.shape[0]:
+        st[S_UNDO] = 0.0
+        st[S_UNDOFULL] = 1.0
+        return
+    for c in range(N_ACCT):
+        fwork[F_UNDO + c, e] = acct[i, c]
+    iwork[I_UNDO, e] = i
+    st[S_NUNDO] = e + 1
 
 
 @njit(cache=True, inline="always")
@@ -673,6 +710,11 @@ def _touch(i, acct, fwork, iwork, st):
         iwork[I_DIRTY, k] = i
         st[S_NDIRTY] = k + 1
         fwork[F_C0, i] = acct[i, C]
+    else:
+        if st[S_UNDO] != 0.0 and iwork[I_GEN, i] != int(st[S_GEN]):
+            # (An account first changed after a checkpoint was as in the base there.)
+            _save_row(i, acct, fwork, iwork, st)
+        st[S_PCLEAN] = 0.0  # (see S_PND)
     if st[S_PENDING] != 0.0:
         # Write the lazy haircut owed from earlier settlements into the cash.
         d = _pending(i, acct, fwork, st)
@@ -1774,6 +1816,7 @@ def _alert(i, mark, acct, tt, params, out, fwork, iwork, st):
             if add > 0.0:
                 acct[i, C] += add
                 fwork[F_EQP, i] += add  # a deposit is not profit of the period
+                st[S_PCLEAN] = 0.0  # (see S_PND)
                 acct[i, BUDGET] -= add
                 out[N_TOPUPS] += 1.0
                 out[TOPUP_VOLUME] += add
@@ -1935,7 +1978,7 @@ def _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st):
 
 
 @leaf
-def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, social, disp,
+def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, mode, disp,
                  used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
                  index, mark0, lo, hi, out, st):
     """Run the quiet steps from step ``t`` on: the steps before the last at which no
@@ -1965,10 +2008,14 @@ def _quiet_steps(t, last, next_funding, next_record, next_settle, settle_every, 
             gap = abs(premium)
         if t == next_settle:
             next_settle += settle_every
-            if social:
+            if mode == 1:  # (a socialised policy)
                 st[S_PERIOD] += 1.0
                 st[S_PMARK] = mark
                 st[S_NPLIST] = 0.0
+            elif mode == 2:  # (a primary following the periods: see S_PND)
+                st[S_PMARK] = mark
+                st[S_PND] = st[S_NDIRTY]
+                st[S_PCLEAN] = 1.0
         t += 1
     out[MARK_INDEX_GAP] = gap
     return t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle
@@ -2060,7 +2107,7 @@ _fills_journal = _fills_kernel(True)  # (while the ledger journal is kept: st[S_
 
 def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
                          sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt, layers,
-                         params, out, traj, fwork, iwork, touched, is_loose, st):
+                         params, out, traj, fwork, iwork, touched, is_loose, st, fk):
     """Step one book through one price path under one loss policy.
 
     Parameters
@@ -2093,7 +2140,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     traj : float64[k]
         The fund every ``record_every`` steps from step 0 (filled while it fits;
         empty when not recorded).
-    fwork, iwork, touched, is_loose, st
+    fwork, iwork, touched, is_loose, st, fk
         Scratch arrays from :func:`workspace` (reused across calls, so that a
         path allocates nothing). On return, ``iwork[I_DIRTY, :st[S_NDIRTY]]``
         lists every account changed and ``st[S_RESORTED]`` tells whether the
@@ -2133,7 +2180,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     qval, qpos = borrowed(qval), borrowed(qpos)
     layers, params, out, traj = borrowed(layers), borrowed(params), borrowed(out), borrowed(traj)
     fwork, iwork, touched = borrowed(fwork), borrowed(iwork), borrowed(touched)
-    is_loose, st = borrowed(is_loose), borrowed(st)
+    is_loose, st, fk = borrowed(is_loose), borrowed(st), borrowed(fk)
     n = acct.shape[0]
     slippage = params[P_SLIPPAGE]
     impact_k = params[P_IMPACT_K]
@@ -2154,14 +2201,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     last = index.shape[0] - 1
 
     detect = int(params[P_DETECT])
-    for k in range(out.shape[0]):
-        out[k] = 0.0
-    out[TIME_TO_DEPLETION] = np.nan
-    out[HAIRCUT_RATE_MAX] = np.nan
-    for k in range(S_LOG):  # (S_LOG and the slots after it are the caller's)
-        st[k] = 0.0
-    st[S_FUND] = params[P_FUND_INITIAL]
-    out[FUND_MIN] = st[S_FUND]
     has_fund = False
     social = False
     for li in range(layers.shape[0]):
@@ -2169,21 +2208,13 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             has_fund = True
         elif layers[li] == LAYER_SOCIALISED:
             social = True
-    st[S_PERIOD] = 0.0 if social else -1.0
-    st[S_PMARK] = mark0[0]
-    if social:
-        _haircut_gains(tt, params, st)
-    if record_every > 0 and traj.shape[0] > 0:
-        traj[0] = st[S_FUND]
+    # The period snapshots of a socialised policy; a primary that a socialised policy
+    # may fork from follows the periods without them (S_SNAP, S_PND).
+    snaps = social
+    track = st[S_SNAP] != 0.0
+    period_mode = 1 if snaps else (2 if track else 0)
+    resume = int(st[S_RESUME])  # g + 1: the path goes on from checkpoint g
 
-    nl = n_long
-    ns = n_short
-    lhead = 0
-    shead = 0
-    # The walks stop on the sort-time thresholds (lkey, skey), so an account whose
-    # threshold moved later cannot stop a walk early; such accounts are "loose" and
-    # checked on their own each step until the next re-sort. No account is loose
-    # on entry, and none is left loose on return.
     liq_short = fwork[F_SHORT, :n]
     liq_bp = fwork[F_BP, :n]
     liq_x = fwork[F_X, :n]
@@ -2201,125 +2232,205 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     for j in range(1, touched[0] + 1):
         touched[1 + n + touched[j]] = 0
     touched[0] = 0
-    n_loose = 0
     max_loose = 64 if n // 64 < 64 else n // 64
     qstate = np.empty(4, dtype=np.int64)
     n_pend = 0  # socialised losses waiting for the settlement
-
-    disp = 1.0  # displacement of the mark by the permanent impact of forced orders
-    used_bid = 0.0  # depth consumed by forced orders, refilling with the recovery half-life
-    used_ask = 0.0
-    premium_sum = 0.0
-    premium_n = 0
-    # The next step of a settlement, a fund record and a funding payment (-1: none).
-    next_settle = settle_every
-    next_record = record_every if record_every > 0 else -1
-    next_funding = funding_every if funding_every > 0 else -1
-
-    t = 1
-    while t <= last:
-        if detect == DETECT_SORTED and n_pend == 0 and st[S_WIDE] == 0.0:
-            # The steps where nothing triggers and nothing is due, in a loop of their own.
-            lo, hi = _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st)
-            t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle = _quiet_steps(
-                t, last, next_funding, next_record, next_settle, settle_every, social, disp,
-                used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
-                index, mark0, lo, hi, out, st)
-        platform_before = out[PLATFORM_LOSS]
-        if disp != 1.0:
-            disp = 1.0 + (disp - 1.0) * permanent_decay
-        used_bid *= used_decay
-        used_ask *= used_decay
-        mark = mark0[t] * disp
-        if t == next_funding:
-            next_funding += funding_every
-            premium = premium_sum / premium_n if premium_n > 0 else 0.0
-            f = funding_rate(funding_mode, params[P_FUNDING_RATE], premium,
-                             params[P_FUNDING_INTEREST], params[P_FUNDING_CLAMP],
-                             params[P_FUNDING_CAP])
-            out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, touched, fwork, iwork, st)
-            if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
-                n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
-            premium_sum = 0.0
-            premium_n = 0
-            if n_loose > max_loose:
-                nl, ns = _resort(acct, tt, params, lorder, sorder, lkey, skey, is_loose, loose,
-                                 n_loose, fwork, iwork, st)
-                n_loose, lhead, shead = 0, 0, 0
+    if resume == 0:
+        for k in range(out.shape[0]):
+            out[k] = 0.0
+        out[TIME_TO_DEPLETION] = np.nan
+        out[HAIRCUT_RATE_MAX] = np.nan
+        for k in range(S_LOG):  # (S_LOG and the slots after it are the caller's)
+            st[k] = 0.0
+        st[S_FUND] = params[P_FUND_INITIAL]
+        out[FUND_MIN] = st[S_FUND]
+        st[S_PERIOD] = 0.0 if snaps else -1.0
+        st[S_PMARK] = mark0[0]
+        st[S_PND] = 0.0
+        st[S_PCLEAN] = 1.0
+        if record_every > 0 and traj.shape[0] > 0:
+            traj[0] = st[S_FUND]
+        nl = n_long
+        ns = n_short
+        lhead = 0
+        shead = 0
+        # The walks stop on the sort-time thresholds (lkey, skey), so an account whose
+        # threshold moved later cannot stop a walk early; such accounts are "loose"
+        # and checked on their own each step until the next re-sort. No account is
+        # loose on entry, and none is left loose on return.
+        n_loose = 0
+        disp = 1.0  # displacement of the mark by the permanent impact of forced orders
+        used_bid = 0.0  # depth consumed by forced orders, refilling with the recovery half-life
+        used_ask = 0.0
+        premium_sum = 0.0
+        premium_n = 0
+        # The next step of a settlement, a fund record and a funding payment (-1: none).
+        next_settle = settle_every
+        next_record = record_every if record_every > 0 else -1
+        next_funding = funding_every if funding_every > 0 else -1
+        t = 1
+        mark = mark0[0]
         step_mark = mark
         rounds = 0
-        while True:
-            # Most steps trigger nothing: the heads of the sorted sides tell, without
-            # the call of _detect and its two dozen arguments (≈ 300 ns a step).
-            if detect == DETECT_SORTED:
+        platform_before = 0.0
+        imp_sell = 0.0
+        imp_buy = 0.0
+        n_short_round = 0
+    else:
+        # The state a primary saved (_checkpoint) after the fills of a round; the
+        # caller has put the book, st and out back as they were there, this policy's
+        # ledger in them (_fork_from).
+        ck = _ck_base(resume - 1)
+        t = int(fk[ck + CK_T])
+        mark = fk[ck + CK_MARK]
+        step_mark = fk[ck + CK_STEP_MARK]
+        rounds = int(fk[ck + CK_ROUNDS])
+        disp = fk[ck + CK_DISP]
+        used_bid = fk[ck + CK_USED_BID]
+        used_ask = fk[ck + CK_USED_ASK]
+        premium_sum = fk[ck + CK_PREMIUM_SUM]
+        premium_n = int(fk[ck + CK_PREMIUM_N])
+        next_settle = int(fk[ck + CK_NEXT_SETTLE])
+        next_funding = int(fk[ck + CK_NEXT_FUNDING])
+        nl = int(fk[ck + CK_NL])
+        ns = int(fk[ck + CK_NS])
+        lhead = int(fk[ck + CK_LHEAD])
+        shead = int(fk[ck + CK_SHEAD])
+        imp_sell = fk[ck + CK_IMP_SELL]
+        imp_buy = fk[ck + CK_IMP_BUY]
+        n_short_round = int(fk[ck + CK_N_SHORT])
+        n_loose = _ck_arrays(ck, fk, fwork, touched, is_loose, loose)
+        platform_before = fk[FK_PLATFORM_BEFORE]
+        next_record = int(fk[FK_NEXT_RECORD])
+        if not snaps:
+            st[S_PERIOD] = -1.0  # (set by the caller when it has snapshots)
+    if social:
+        _haircut_gains(tt, params, st)
+    forking = st[S_FORKING] != 0.0 and resume == 0
+    fork_slack = st[S_FORK_SLACK]
+
+    while t <= last:
+        if resume == 0:
+            if detect == DETECT_SORTED and n_pend == 0 and st[S_WIDE] == 0.0:
+                # The steps where nothing triggers and nothing is due, in a loop of their own.
                 lo, hi = _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st)
-                if lo < mark and hi > mark:
-                    break
-            m = _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead,
-                        shead, nl, ns, is_loose, loose, n_loose, cand, act, fwork, st)
-            # Alerts (and top-ups) first; the stops and liquidations are the orders.
-            n_orders = 0
-            alerted = False
-            for j in range(m):
-                if act[j] == ACT_ALERT:
-                    _alert(cand[j], mark, acct, tt, params, out, fwork, iwork, st)
-                    _moved(cand[j], acct, touched)
-                    alerted = True
-                else:
-                    cand[n_orders] = cand[j]
-                    act[n_orders] = act[j]
-                    n_orders += 1
-            if alerted:
+                t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle = _quiet_steps(
+                    t, last, next_funding, next_record, next_settle, settle_every, period_mode,
+                    disp,
+                    used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
+                    index, mark0, lo, hi, out, st)
+            platform_before = out[PLATFORM_LOSS]
+            if disp != 1.0:
+                disp = 1.0 + (disp - 1.0) * permanent_decay
+            used_bid *= used_decay
+            used_ask *= used_decay
+            mark = mark0[t] * disp
+            if t == next_funding:
+                next_funding += funding_every
+                premium = premium_sum / premium_n if premium_n > 0 else 0.0
+                f = funding_rate(funding_mode, params[P_FUNDING_RATE], premium,
+                                 params[P_FUNDING_INTEREST], params[P_FUNDING_CLAMP],
+                                 params[P_FUNDING_CAP])
+                out[FUNDING_VOLUME] += _pay_funding(f, mark, acct, touched, fwork, iwork, st)
                 if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                     n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose,
                                       fwork, st)
-            if n_orders == 0:
-                break
-            if rounds == max_rounds:
-                out[CASCADE_CAP_HITS] += 1.0  # the rest waits for the next step
-                break
-            rounds += 1
-            # The round's forced orders per side, and their fills.
-            sell = 0.0
-            buy = 0.0
-            for j in range(n_orders):
-                i = cand[j]
-                if style == STYLE_FULL or act[j] != ACT_LIQUIDATE:  # (saves a call)
-                    vol = abs(acct[i, Q]) * mark
-                else:
-                    vol = _planned(i, act[j], mark, acct, tt, params) * mark
-                if acct[i, Q] > 0.0:
-                    sell += vol
-                else:
-                    buy += vol
-            d_bid = depth_bid[t] - used_bid
-            if d_bid < depth_floor:
-                d_bid = depth_floor
-            d_ask = depth_ask[t] - used_ask
-            if d_ask < depth_floor:
-                d_ask = depth_floor
-            imp_sell = impact_fraction(sell, d_bid, impact_k, impact_gamma)
-            imp_buy = impact_fraction(buy, d_ask, impact_k, impact_gamma)
-            away_sell = slippage + gap_bid[t] + imp_sell
-            if away_sell > 0.99:
-                away_sell = 0.99
-            x_sell = mark * (1.0 - away_sell)
-            x_buy = mark * (1.0 + (slippage + gap_ask[t] + imp_buy))
-            used_bid += sell
-            used_ask += buy
-            # Close or reduce every position; surpluses and fees reach the fund
-            # before any shortfall of the round is paid.
-            if st[S_LOG] == 0.0:
-                n_short_round = _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt,
-                                       params, touched, out, fwork, iwork, st)
-            else:  # the ledger journal: the round's fees and surpluses, then its losses
-                st[S_T] = t
-                n_short_round = _fills_journal(cand, act, n_orders, x_sell, x_buy, mark, acct,
-                                               tt, params, touched, out, fwork, iwork, st)
-                log = _log_start(st)
-                for j in range(n_short_round):
-                    log = _log(log, liq_short[j], t * 4 + K_LOSS, fwork, iwork, st)
-                _log_end(log, st)
+                premium_sum = 0.0
+                premium_n = 0
+                if n_loose > max_loose:
+                    nl, ns = _resort(acct, tt, params, lorder, sorder, lkey, skey, is_loose,
+                                     loose, n_loose, fwork, iwork, st)
+                    n_loose, lhead, shead = 0, 0, 0
+            step_mark = mark
+            rounds = 0
+        while True:
+            if resume == 0:
+                # Most steps trigger nothing: the heads of the sorted sides tell, without
+                # the call of _detect and its two dozen arguments (≈ 300 ns a step).
+                if detect == DETECT_SORTED:
+                    lo, hi = _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st)
+                    if lo < mark and hi > mark:
+                        break
+                m = _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead,
+                            shead, nl, ns, is_loose, loose, n_loose, cand, act, fwork, st)
+                # Alerts (and top-ups) first; the stops and liquidations are the orders.
+                n_orders = 0
+                alerted = False
+                for j in range(m):
+                    if act[j] == ACT_ALERT:
+                        _alert(cand[j], mark, acct, tt, params, out, fwork, iwork, st)
+                        _moved(cand[j], acct, touched)
+                        alerted = True
+                    else:
+                        cand[n_orders] = cand[j]
+                        act[n_orders] = act[j]
+                        n_orders += 1
+                if alerted:
+                    if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
+                        n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose,
+                                          fwork, st)
+                if n_orders == 0:
+                    break
+                if rounds == max_rounds:
+                    out[CASCADE_CAP_HITS] += 1.0  # the rest waits for the next step
+                    break
+                rounds += 1
+                # The round's forced orders per side, and their fills.
+                sell = 0.0
+                buy = 0.0
+                for j in range(n_orders):
+                    i = cand[j]
+                    if style == STYLE_FULL or act[j] != ACT_LIQUIDATE:  # (saves a call)
+                        vol = abs(acct[i, Q]) * mark
+                    else:
+                        vol = _planned(i, act[j], mark, acct, tt, params) * mark
+                    if acct[i, Q] > 0.0:
+                        sell += vol
+                    else:
+                        buy += vol
+                d_bid = depth_bid[t] - used_bid
+                if d_bid < depth_floor:
+                    d_bid = depth_floor
+                d_ask = depth_ask[t] - used_ask
+                if d_ask < depth_floor:
+                    d_ask = depth_floor
+                imp_sell = impact_fraction(sell, d_bid, impact_k, impact_gamma)
+                imp_buy = impact_fraction(buy, d_ask, impact_k, impact_gamma)
+                away_sell = slippage + gap_bid[t] + imp_sell
+                if away_sell > 0.99:
+                    away_sell = 0.99
+                x_sell = mark * (1.0 - away_sell)
+                x_buy = mark * (1.0 + (slippage + gap_ask[t] + imp_buy))
+                used_bid += sell
+                used_ask += buy
+                # Close or reduce every position; surpluses and fees reach the fund
+                # before any shortfall of the round is paid.
+                if st[S_LOG] == 0.0:
+                    n_short_round = _fills(cand, act, n_orders, x_sell, x_buy, mark, acct, tt,
+                                           params, touched, out, fwork, iwork, st)
+                else:  # the ledger journal: the round's fees and surpluses, then its losses
+                    st[S_T] = t
+                    n_short_round = _fills_journal(cand, act, n_orders, x_sell, x_buy, mark,
+                                                   acct, tt, params, touched, out, fwork,
+                                                   iwork, st)
+                    log = _log_start(st)
+                    k_fills = log
+                    for j in range(n_short_round):
+                        log = _log(log, liq_short[j], t * 4 + K_LOSS, fwork, iwork, st)
+                    _log_end(log, st)
+                    if forking and n_short_round > 0:
+                        # Would a policy forking from this one see a loss reach its ADL or
+                        # socialised layer now? Then it starts from here (_fork_check).
+                        for j in range(n_short_round):
+                            fork_slack -= liq_short[j]
+                        if fork_slack < 0.0:
+                            forking = _fork_check(
+                                k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask,
+                                premium_sum, premium_n, next_settle, next_funding, nl, ns,
+                                lhead, shead, n_loose, imp_sell, imp_buy, n_short_round, out,
+                                fk, fwork, iwork, touched, loose, st)
+                            fork_slack = st[S_FORK_SLACK]
+            resume = 0
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
             for j in range(n_short_round):
@@ -2403,10 +2514,14 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             n_pend = 0
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
-        if social and boundary:
+        if snaps and boundary:
             st[S_PERIOD] += 1.0
             st[S_PMARK] = mark
             st[S_NPLIST] = 0.0
+        elif track and boundary:
+            st[S_PMARK] = mark
+            st[S_PND] = st[S_NDIRTY]
+            st[S_PCLEAN] = 1.0
         if st[S_FUND] < out[FUND_MIN]:
             out[FUND_MIN] = st[S_FUND]
         step_loss = out[PLATFORM_LOSS] - platform_before
@@ -2534,13 +2649,13 @@ def make_params(fund_initial=0.0, fee_rate=0.0, fee_share=1.0, slippage=0.0,
 
 def workspace(n: int):
     """Scratch arrays of :func:`simulate_path` for books of ``n`` accounts:
-    ``(fwork, iwork, touched, is_loose, st)``. The kernel keeps its per-account
-    loss rows at zero and the settlement-period marks at −1 between calls;
-    :func:`restore_book` resets the journal."""
+    ``(fwork, iwork, touched, is_loose, st, fk)``. The kernel keeps its
+    per-account loss rows at zero and the settlement-period marks at −1 between
+    calls; :func:`restore_book` resets the journal."""
     iwork = np.zeros((N_IWORK, n), dtype=np.int64)
     iwork[I_PID] = -1
     return (np.zeros((N_FWORK, n)), iwork, np.zeros(2 * n + 1, dtype=np.int64),
-            np.zeros(n, dtype=np.bool_), np.zeros(N_STATE))
+            np.zeros(n, dtype=np.bool_), np.zeros(N_STATE), np.zeros(fork_size(n)))
 
 
 @njit(cache=True)
@@ -2601,74 +2716,99 @@ def _rides(p, q, params):
     return True
 
 
+# Scalars of a ledger replayed from the journal (_replay): a float array ``sh``.
+SH_FUND = 0
+SH_CUM_IN = 1
+SH_CUM_OUT = 2
+SH_NEED = 3
+SH_PAID = 4
+SH_LOW = 5
+SH_DEPLETED = 6
+SH_T_DEPLETED = 7
+SH_INFLOW = 8
+SH_OVERFLOW = 9
+SH_FEE_REVENUE = 10
+SH_PLATFORM = 11
+SH_RESIDUAL = 12
+SH_PLATFORM_MAX = 13
+SH_STEP = 14  # the step of the entries being replayed (-1: none yet)
+SH_PLATFORM_BEFORE = 15  # the platform's loss at the start of that step
+SH_NEXT_RECORD = 16  # the next step whose fund is recorded
+N_SH = 17
+_NEVER = 1 << 62  # (a step no path reaches)
+
+
 @njit(cache=True)
-def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork):
-    """Policy ``layers``/``params`` on a path already run under another policy,
-    ``src`` its metrics, that wrote the ledger journal (:func:`_log`) and whose
-    losses reached no ADL or socialised layer: as long as this policy's do not
-    either, the book goes through the same
-    states, so the path's fees, surpluses and shortfalls are the same, and only
-    the fund, the platform and the residual differ (``LEDGER_METRICS``, ``traj``).
-    Runs them through ``layers`` with the kernel's rules (:func:`_paid_in`,
-    :func:`_payout`, :func:`_plain_layers`) in the kernel's order,
-    on scalars, so the results are bit-identical to a run of their own. Returns
-    False, with ``out`` and ``traj`` part-written, if a loss reaches an ADL or
-    socialised layer (the book would change): the policy must then be run."""
-    layers, params, src, out = borrowed(layers), borrowed(params), borrowed(src), borrowed(out)
-    traj, fwork, iwork = borrowed(traj), borrowed(fwork), borrowed(iwork)
-    for k in range(out.shape[0]):
-        out[k] = src[k]
-    fund = params[P_FUND_INITIAL]
-    cap = params[P_FUND_CAP]
-    share = params[P_FEE_SHARE]
-    step_minutes = params[P_STEP_MINUTES]
-    cum_in = 0.0
-    cum_out = 0.0
-    need = 0.0
-    paid = 0.0
-    low = fund
-    depleted = 0.0
-    t_depleted = np.nan
-    inflow = 0.0
-    overflow = 0.0
-    fee_revenue = 0.0
-    platform = 0.0
-    residual = 0.0
-    platform_max = 0.0
-    has_fund = False
-    for li in range(layers.shape[0]):
-        if layers[li] == LAYER_FUND:
-            has_fund = True
-    record_every = int(params[P_RECORD_EVERY])
+def _replay_start(sh, fund, record_every, traj):
+    """A ledger at the start of a path (:func:`_replay`): the fund ``fund``, recorded
+    every ``record_every`` steps into ``traj`` (none when 0)."""
+    for k in range(N_SH):
+        sh[k] = 0.0
+    sh[SH_FUND] = fund
+    sh[SH_LOW] = fund
+    sh[SH_T_DEPLETED] = np.nan
+    sh[SH_STEP] = -1.0
+    sh[SH_NEXT_RECORD] = record_every if record_every > 0 else _NEVER
     if record_every > 0 and traj.shape[0] > 0:
         traj[0] = fund
-    next_record = record_every if record_every > 0 else last + 1
+
+
+@njit(cache=True)
+def _replay_step(sh, t, record_every, traj):
+    """The replayed ledger ``sh`` reaches step ``t``: the end of its last step as the
+    kernel closes a step (the fund's low, the platform's largest step), and the
+    fund records of the steps before ``t``."""
+    step = sh[SH_STEP]
+    if step == t:
+        return
+    if step >= 0.0:
+        if sh[SH_FUND] < sh[SH_LOW]:  # (a fund above its cap drops to it on an inflow)
+            sh[SH_LOW] = sh[SH_FUND]
+        if sh[SH_PLATFORM] - sh[SH_PLATFORM_BEFORE] > sh[SH_PLATFORM_MAX]:
+            sh[SH_PLATFORM_MAX] = sh[SH_PLATFORM] - sh[SH_PLATFORM_BEFORE]
+    next_record = int(sh[SH_NEXT_RECORD])
+    while next_record < t:  # the records up to the step before
+        if next_record // record_every < traj.shape[0]:
+            traj[next_record // record_every] = sh[SH_FUND]
+        next_record += record_every
+    sh[SH_NEXT_RECORD] = next_record
+    sh[SH_STEP] = t
+    sh[SH_PLATFORM_BEFORE] = sh[SH_PLATFORM]
+
+
+@njit(cache=True)
+def _replay(sh, k0, k1, layers, share, cap, step_minutes, record_every, traj, fwork, iwork):
+    """Run the ledger journal's entries ``k0`` to ``k1`` (:func:`_log`) through the
+    waterfall ``layers`` with the kernel's rules (:func:`_paid_in`, :func:`_payout`,
+    :func:`_plain_layers`) in the kernel's order, on the scalars ``sh``
+    (:func:`_replay_start`). Returns −1, or the first entry whose loss reaches an
+    ADL or socialised layer (``sh`` is then part-way through it): from there the
+    policy's book would differ from the journal's."""
     n = fwork.shape[1]
-    step = -1  # the step of the entries being run
-    platform_before = 0.0
-    r = 0
-    j = 0
-    code = 0
-    for k in range(n_log + 1):
-        t = last + 1
-        if k < n_log:
-            r, j = _log_slot(k, n)
-            code = iwork[I_LOG + r, j]
-            t = code >> 2
-        if t != step:
-            if step >= 0:  # the end of the step, as the kernel's
-                if fund < low:  # (a fund above its cap drops to it on an inflow)
-                    low = fund
-                if platform - platform_before > platform_max:
-                    platform_max = platform - platform_before
-            while next_record < t:  # the records up to the step before
-                if next_record // record_every < traj.shape[0]:
-                    traj[next_record // record_every] = fund
-                next_record += record_every
-            step = t
-            platform_before = platform
-        if k == n_log:
-            break
+    fund = sh[SH_FUND]
+    cum_in = sh[SH_CUM_IN]
+    cum_out = sh[SH_CUM_OUT]
+    need = sh[SH_NEED]
+    paid = sh[SH_PAID]
+    low = sh[SH_LOW]
+    depleted = sh[SH_DEPLETED]
+    t_depleted = sh[SH_T_DEPLETED]
+    inflow = sh[SH_INFLOW]
+    overflow = sh[SH_OVERFLOW]
+    fee_revenue = sh[SH_FEE_REVENUE]
+    platform = sh[SH_PLATFORM]
+    residual = sh[SH_RESIDUAL]
+    failed = -1
+    for k in range(k0, k1):
+        r, j = _log_slot(k, n)
+        code = iwork[I_LOG + r, j]
+        t = code >> 2
+        if t != sh[SH_STEP]:
+            sh[SH_FUND] = fund
+            sh[SH_LOW] = low
+            sh[SH_PLATFORM] = platform
+            _replay_step(sh, t, record_every, traj)
+            low = sh[SH_LOW]
         amount = fwork[F_LOG + r, j]
         kind = code & 3
         if kind != K_LOSS:  # as _fee or _fund_in
@@ -2687,29 +2827,438 @@ def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork):
                 platform += amount
                 amount = 0.0
             else:
-                return False
+                failed = k
+                break
+        if failed >= 0:
+            break
         if amount > 0.0:
             residual += amount
-    out[FUND_PAID] = paid
-    out[PLATFORM_LOSS] = platform
-    out[RESIDUAL] = residual
-    out[FUND_INFLOW] = inflow
-    out[FUND_FINAL] = fund
-    out[FUND_MIN] = low
-    out[FUND_DEPLETED] = depleted
-    out[TIME_TO_DEPLETION] = t_depleted
-    out[FUND_NEED] = need if has_fund else np.nan
-    out[FUND_OVERFLOW] = overflow
-    out[PLATFORM_MAX_STEP] = platform_max
-    out[FEE_REVENUE] = fee_revenue
+    sh[SH_FUND] = fund
+    sh[SH_CUM_IN] = cum_in
+    sh[SH_CUM_OUT] = cum_out
+    sh[SH_NEED] = need
+    sh[SH_PAID] = paid
+    sh[SH_LOW] = low
+    sh[SH_DEPLETED] = depleted
+    sh[SH_T_DEPLETED] = t_depleted
+    sh[SH_INFLOW] = inflow
+    sh[SH_OVERFLOW] = overflow
+    sh[SH_FEE_REVENUE] = fee_revenue
+    sh[SH_PLATFORM] = platform
+    sh[SH_RESIDUAL] = residual
+    return failed
+
+
+@njit(cache=True)
+def _replay_out(sh, layers, out):
+    """The replayed ledger ``sh`` into the metrics ``out`` (``LEDGER_METRICS``)."""
+    has_fund = False
+    for li in range(layers.shape[0]):
+        if layers[li] == LAYER_FUND:
+            has_fund = True
+    out[FUND_PAID] = sh[SH_PAID]
+    out[PLATFORM_LOSS] = sh[SH_PLATFORM]
+    out[RESIDUAL] = sh[SH_RESIDUAL]
+    out[FUND_INFLOW] = sh[SH_INFLOW]
+    out[FUND_FINAL] = sh[SH_FUND]
+    out[FUND_MIN] = sh[SH_LOW]
+    out[FUND_DEPLETED] = sh[SH_DEPLETED]
+    out[TIME_TO_DEPLETION] = sh[SH_T_DEPLETED]
+    out[FUND_NEED] = sh[SH_NEED] if has_fund else np.nan
+    out[FUND_OVERFLOW] = sh[SH_OVERFLOW]
+    out[PLATFORM_MAX_STEP] = sh[SH_PLATFORM_MAX]
+    out[FEE_REVENUE] = sh[SH_FEE_REVENUE]
+
+
+@njit(cache=True)
+def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork, sh):
+    """Policy ``layers``/``params`` on a path already run under another policy,
+    ``src`` its metrics, that wrote the ledger journal (:func:`_log`) and whose
+    losses reached no ADL or socialised layer: as long as this policy's do not
+    either, the book goes through the same
+    states, so the path's fees, surpluses and shortfalls are the same, and only
+    the fund, the platform and the residual differ (``LEDGER_METRICS``, ``traj``).
+    Replays them through ``layers`` (:func:`_replay`; ``sh`` is its scratch), so
+    the results are bit-identical to a run of their own. Returns False, with
+    ``out`` and ``traj`` part-written, if a loss reaches an ADL or socialised
+    layer (the book would change): the policy must then be run (or forked)."""
+    layers, params, src, out = borrowed(layers), borrowed(params), borrowed(src), borrowed(out)
+    traj, fwork, iwork, sh = borrowed(traj), borrowed(fwork), borrowed(iwork), borrowed(sh)
+    for k in range(out.shape[0]):
+        out[k] = src[k]
+    record_every = int(params[P_RECORD_EVERY])
+    _replay_start(sh, params[P_FUND_INITIAL], record_every, traj)
+    if _replay(sh, 0, n_log, layers, params[P_FEE_SHARE], params[P_FUND_CAP],
+               params[P_STEP_MINUTES], record_every, traj, fwork, iwork) >= 0:
+        return False
+    _replay_step(sh, last + 1, record_every, traj)
+    _replay_out(sh, layers, out)
     return True
+
+
+# ---------------------------------------------------------------------- forks
+# A policy that rides on a primary's journal (_rides) but whose loss reaches an ADL or
+# socialised layer saw the primary's book until the round of that loss: it is forked
+# there instead of run from step 0. The primary tracks such candidates (_fork_check)
+# and saves its state after the fills of the round (_checkpoint); from then on, its
+# changes to the book go into the undo log (_save_row), so that simulate_policies can
+# put the book back as it was there (_rollback) and run the candidate from it.
+# Their scratch is a float array ``fk`` (workspace): a header, the candidates, the
+# checkpoints and a pool for a checkpoint's lists.
+FK_NCAND = 0  # candidates
+FK_NCKPT = 1  # checkpoints taken
+FK_POOL = 2  # the pool's length
+FK_PLATFORM_BEFORE = 3  # a fork's start: the platform's loss at the start of its step
+FK_NEXT_RECORD = 4  # and the next step whose fund it records
+FK_SH = 8  # a replay's scalars (N_SH)
+FK_CAND0 = 32
+MAX_CAND = 8
+C_Q = 0  # the candidate's policy
+C_CK = 1  # its checkpoint: −1 none yet, −2 none possible (it will be run)
+C_K = 2  # journal entries its ledger has replayed
+C_NL = 3  # its waterfall: the number of layers, then their codes
+C_LAY = 4
+MAX_FORK_LAYERS = 8
+C_SHARE = C_LAY + MAX_FORK_LAYERS
+C_CAP = C_SHARE + 1
+C_STEP_MINUTES = C_SHARE + 2
+C_SH = C_SHARE + 3  # its ledger's scalars (N_SH)
+CAND_SIZE = C_SH + N_SH
+FK_CK0 = FK_CAND0 + MAX_CAND * CAND_SIZE
+MAX_CK = 4
+CK_T = 0
+CK_MARK = 1
+CK_STEP_MARK = 2
+CK_ROUNDS = 3
+CK_DISP = 4
+CK_USED_BID = 5
+CK_USED_ASK = 6
+CK_PREMIUM_SUM = 7
+CK_PREMIUM_N = 8
+CK_NEXT_SETTLE = 9
+CK_NEXT_FUNDING = 10
+CK_NL = 11
+CK_NS = 12
+CK_LHEAD = 13
+CK_SHEAD = 14
+CK_N_LOOSE = 15
+CK_IMP_SELL = 16
+CK_IMP_BUY = 17
+CK_N_SHORT = 18  # the round's shortfalls (in the pool: amount, bankruptcy price, fill, side)
+CK_N_TOUCHED = 19  # accounts changed in the round, not yet loosened (in the pool)
+CK_N_PLIST = 20  # accounts of the settlement period (the journal's from CK_PND on)
+CK_UNDO = 21  # the undo log's length
+CK_KF = 22  # the journal's length after the round's fills
+CK_POOL = 23  # where its lists start in the pool
+CK_PND = 24  # the journal's length at the start of the settlement period
+CK_ST = 25  # st[:S_LOG]
+CK_OUT = CK_ST + S_LOG  # out
+CK_SIZE = CK_OUT + N_METRICS
+FK_POOL0 = FK_CK0 + MAX_CK * CK_SIZE
+POOL_PER_ACCOUNT = 8
+
+
+def fork_size(n: int) -> int:
+    """Length of the fork scratch ``fk`` for a book of ``n`` accounts."""
+    return FK_POOL0 + POOL_PER_ACCOUNT * n
+
+
+@njit(cache=True, inline="always")
+def _ck_base(g):
+    return FK_CK0 + g * CK_SIZE
+
+
+@njit(cache=True)
+def _fork_setup(p, layers, n_layers, params, done, fk, st):
+    """Before policy ``p`` runs as a primary: the policies that ride on it and have an
+    ADL or socialised layer become fork candidates (a socialised one needs ``p``'s
+    settlement period: ``p`` then takes the period snapshots). Returns their count."""
+    n_c = 0
+    snap = False
+    for q in range(params.shape[0]):
+        if done[q] or q == p or not _rides(p, q, params):
+            continue
+        kind = ledger_class(layers[q, :n_layers[q]])
+        if kind == 0 or n_layers[q] > MAX_FORK_LAYERS or n_c == MAX_CAND:
+            continue
+        if kind == 2:
+            if params[q, P_SETTLE_EVERY] != params[p, P_SETTLE_EVERY]:
+                continue
+            snap = True
+        b = FK_CAND0 + n_c * CAND_SIZE
+        fk[b + C_Q] = q
+        fk[b + C_CK] = -1.0
+        fk[b + C_K] = 0.0
+        fk[b + C_NL] = n_layers[q]
+        for li in range(n_layers[q]):
+            fk[b + C_LAY + li] = layers[q, li]
+        fk[b + C_SHARE] = params[q, P_FEE_SHARE]
+        fk[b + C_CAP] = params[q, P_FUND_CAP]
+        fk[b + C_STEP_MINUTES] = params[q, P_STEP_MINUTES]
+        _replay_start(fk[b + C_SH:b + C_SH + N_SH], params[q, P_FUND_INITIAL], 0, fk[:0])
+        n_c += 1
+    st[S_FORK_SLACK] = _fork_slack(n_c, fk)
+    fk[FK_NCAND] = n_c
+    fk[FK_NCKPT] = 0.0
+    fk[FK_POOL] = 0.0
+    st[S_FORKING] = n_c
+    st[S_SNAP] = 1.0 if snap else 0.0
+    st[S_UNDO] = 0.0
+    st[S_NUNDO] = 0.0
+    st[S_UNDOFULL] = 0.0
+    return n_c
+
+
+@njit(cache=True)
+def _fork_slack(n_c, fk):
+    """How much more loss the tracked candidates (the first ``n_c``) surely take
+    without one reaching an ADL or socialised layer: their ledgers need replaying
+    (:func:`_fork_check`) only once the primary's losses since their last replay
+    exceed it. A loss passes a waterfall's first fund and platform layers only if
+    they hold no platform layer and it exceeds the fund; fees and surpluses never
+    leave the fund below ``min(fund, cap)`` (:func:`_inflow`), so that bound less
+    the losses since is a floor of the fund (a relative 1e-9 for its rounding).
+    0 for a waterfall whose first layer is ADL or socialised."""
+    slack = np.inf
+    for c in range(n_c):
+        b = FK_CAND0 + c * CAND_SIZE
+        if fk[b + C_CK] != -1.0:
+            continue
+        bound = 0.0
+        for li in range(int(fk[b + C_NL])):
+            code = fk[b + C_LAY + li]
+            if code == LAYER_PLATFORM:
+                bound = np.inf
+                break
+            if code != LAYER_FUND:
+                break
+            fund = fk[b + C_SH + SH_FUND]
+            cap = fk[b + C_CAP]
+            bound = (fund if fund < cap else cap) * (1.0 - 1e-9)
+        if bound < slack:
+            slack = bound
+    return slack
+
+
+@njit(cache=True)
+def _checkpoint(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, premium_sum,
+                premium_n, next_settle, next_funding, nl, ns, lhead, shead, n_loose, imp_sell,
+                imp_buy, n_short_round, out, fk, fwork, iwork, touched, loose, st):
+    """Save the primary's state after a round's fills (see :func:`_fork_check`) and
+    start the undo log's generation for it. Returns the checkpoint, or −1 when none
+    can be taken: the book was re-sorted (its orders are not the pristine ones), no
+    room is left, or the undo log or the journal ran out."""
+    g = int(fk[FK_NCKPT])
+    n_touched = touched[0]
+    pool = int(fk[FK_POOL])
+    size = 4 * n_short_round + n_touched + n_loose
+    n = loose.shape[0]
+    if (st[S_RESORTED] != 0.0 or st[S_UNDOFULL] != 0.0 or st[S_LOGFULL] != 0.0
+            or g == MAX_CK or pool + size > POOL_PER_ACCOUNT * n):
+        return -1
+    # (Without S_PCLEAN a socialised policy cannot fork from it: see _fork_check.)
+    n_plist = int(st[S_NDIRTY] - st[S_PND]) if st[S_SNAP] != 0.0 else 0
+    ck = _ck_base(g)
+    fk[ck + CK_T] = t
+    fk[ck + CK_MARK] = mark
+    fk[ck + CK_STEP_MARK] = step_mark
+    fk[ck + CK_ROUNDS] = rounds
+    fk[ck + CK_DISP] = disp
+    fk[ck + CK_USED_BID] = used_bid
+    fk[ck + CK_USED_ASK] = used_ask
+    fk[ck + CK_PREMIUM_SUM] = premium_sum
+    fk[ck + CK_PREMIUM_N] = premium_n
+    fk[ck + CK_NEXT_SETTLE] = next_settle
+    fk[ck + CK_NEXT_FUNDING] = next_funding
+    fk[ck + CK_NL] = nl
+    fk[ck + CK_NS] = ns
+    fk[ck + CK_LHEAD] = lhead
+    fk[ck + CK_SHEAD] = shead
+    fk[ck + CK_N_LOOSE] = n_loose
+    fk[ck + CK_IMP_SELL] = imp_sell
+    fk[ck + CK_IMP_BUY] = imp_buy
+    fk[ck + CK_N_SHORT] = n_short_round
+    fk[ck + CK_N_TOUCHED] = n_touched
+    fk[ck + CK_N_PLIST] = n_plist
+    fk[ck + CK_UNDO] = st[S_NUNDO]
+    fk[ck + CK_KF] = k_fills
+    fk[ck + CK_POOL] = pool
+    fk[ck + CK_PND] = st[S_PND]
+    for k in range(S_LOG):
+        fk[ck + CK_ST + k] = st[k]
+    for k in range(N_METRICS):
+        fk[ck + CK_OUT + k] = out[k]
+    a = FK_POOL0 + pool
+    for r in range(4):
+        for j in range(n_short_round):
+            fk[a + j] = fwork[F_SHORT + r, j]
+        a += n_short_round
+    for j in range(n_touched):
+        fk[a + j] = touched[1 + j]
+    a += n_touched
+    for j in range(n_loose):
+        fk[a + j] = loose[j]
+    fk[FK_POOL] = pool + size
+    fk[FK_NCKPT] = g + 1
+    st[S_GEN] += 1.0
+    st[S_UNDO] = 1.0
+    return g
+
+
+@njit(cache=True)
+def _ck_arrays(ck, fk, fwork, touched, is_loose, loose):
+    """A fork's start: the round's shortfalls, the accounts it changed (``touched``
+    empty before) and the loose accounts as checkpoint ``ck`` saved them. Returns
+    the loose accounts' count."""
+    n = loose.shape[0]
+    n_short = int(fk[ck + CK_N_SHORT])
+    n_touched = int(fk[ck + CK_N_TOUCHED])
+    n_loose = int(fk[ck + CK_N_LOOSE])
+    a = FK_POOL0 + int(fk[ck + CK_POOL])
+    for r in range(4):
+        for j in range(n_short):
+            fwork[F_SHORT + r, j] = fk[a + j]
+        a += n_short
+    for j in range(n_touched):
+        i = int(fk[a + j])
+        touched[1 + j] = i
+        touched[1 + n + i] = 1
+    touched[0] = n_touched
+    a += n_touched
+    for j in range(n_loose):
+        i = int(fk[a + j])
+        loose[j] = i
+        is_loose[i] = True
+    return n_loose
+
+
+@njit(cache=True)
+def _fork_check(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, premium_sum,
+                premium_n, next_settle, next_funding, nl, ns, lhead, shead, n_loose, imp_sell,
+                imp_buy, n_short_round, out, fk, fwork, iwork, touched, loose, st):
+    """After a primary's round with shortfalls (journalled: its fees and surpluses up
+    to entry ``k_fills``, then its losses): each candidate's ledger replays the new
+    entries (:func:`_replay`). A candidate whose loss reaches its ADL or socialised
+    layer in this round forks here: the round's checkpoint (:func:`_checkpoint`,
+    shared by the candidates that fork in the same round). Returns whether any
+    candidate is still tracked."""
+    k_end = int(st[S_NLOG])
+    ck = -2
+    live = 0
+    for c in range(int(fk[FK_NCAND])):
+        b = FK_CAND0 + c * CAND_SIZE
+        if fk[b + C_CK] != -1.0:
+            continue
+        if st[S_LOGFULL] != 0.0:  # the journal stopped: the ledger cannot be followed
+            fk[b + C_CK] = -2.0
+            continue
+        sh = fk[b + C_SH:b + C_SH + N_SH]
+        lay = fk[b + C_LAY:b + C_LAY + int(fk[b + C_NL])]
+        failed = _replay(sh, int(fk[b + C_K]), k_end, lay, fk[b + C_SHARE], fk[b + C_CAP],
+                         fk[b + C_STEP_MINUTES], 0, fk[:0], fwork, iwork)
+        if failed < 0:
+            fk[b + C_K] = k_end
+            live += 1
+            continue
+        if ck == -2:
+            ck = _checkpoint(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask,
+                             premium_sum, premium_n, next_settle, next_funding, nl, ns, lhead,
+                             shead, n_loose, imp_sell, imp_buy, n_short_round, out, fk, fwork,
+                             iwork, touched, loose, st)
+        social = False
+        for li in range(lay.shape[0]):
+            if lay[li] == LAYER_SOCIALISED:
+                social = True
+        # A socialised policy needs the period's snapshots from the base rows (S_PND).
+        fk[b + C_CK] = ck if ck >= 0 and not (social and st[S_PCLEAN] == 0.0) else -2.0
+    st[S_FORKING] = live
+    st[S_FORK_SLACK] = _fork_slack(int(fk[FK_NCAND]), fk)
+    return live > 0
+
+
+@njit(cache=True)
+def _rollback(g, acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0,
+              fwork, iwork, st, fk):
+    """Put the book back as it was at checkpoint ``g``: the rows changed then and since,
+    from the undo log (newest first, so each row ends as its oldest saved state);
+    those first changed since, from ``base`` (the journal of changed accounts is cut
+    to its length then); the pristine orders, and ``st[:S_LOG]``. A primary keeps
+    no lazy haircuts and no period snapshots: none are left."""
+    ck = _ck_base(g)
+    low = int(fk[ck + CK_UNDO])
+    for e in range(int(st[S_NUNDO]) - 1, low - 1, -1):
+        i = iwork[I_UNDO, e]
+        for c in range(N_ACCT):
+            acct[i, c] = fwork[F_UNDO + c, e]
+    st[S_NUNDO] = low
+    nd = int(fk[ck + CK_ST + S_NDIRTY])
+    for j in range(int(st[S_NDIRTY])):
+        i = iwork[I_DIRTY, j]
+        fwork[F_H0, i] = 0.0
+        iwork[I_PID, i] = -1
+        if j >= nd:
+            for c in range(N_ACCT):
+                acct[i, c] = base[i, c]
+            iwork[I_DFLAG, i] = 0
+    if st[S_RESORTED] != 0.0:
+        lorder[:] = lorder0
+        sorder[:] = sorder0
+        lkey[:] = lkey0
+        skey[:] = skey0
+    for k in range(S_LOG):
+        st[k] = fk[ck + CK_ST + k]
+
+
+@njit(cache=True)
+def _period_from_base(g, base, fwork, iwork, st, fk):
+    """A socialised policy forking at checkpoint ``g`` (the book put back there): the
+    settlement period's snapshots, which its primary did not take. Every account
+    changed in the period was first changed in it (S_PCLEAN), so its snapshot is
+    its base row's equity at the period's start mark, and the period's list is the
+    journal's entries since its start, in order (as :func:`_snap` would have them)."""
+    ck = _ck_base(g)
+    pnd = int(fk[ck + CK_PND])
+    k = int(fk[ck + CK_N_PLIST])
+    pmark = st[S_PMARK]
+    for j in range(k):
+        i = iwork[I_DIRTY, pnd + j]
+        iwork[I_PLIST, j] = i
+        fwork[F_EQP, i] = base[i, C] + base[i, Q] * (pmark - base[i, E])
+        iwork[I_PID, i] = 0
+    st[S_NPLIST] = k
+    st[S_PERIOD] = 0.0
+
+
+@njit(cache=True)
+def _fork_from(g, layers, params, out, traj, fwork, iwork, st, fk):
+    """Set up policy ``layers``/``params`` to go on from checkpoint ``g`` (the book
+    already put back there): its ledger replayed from the journal up to the round's
+    fills (:func:`_replay`), the path's other metrics as the primary had them, and
+    ``S_RESUME``."""
+    ck = _ck_base(g)
+    sh = fk[FK_SH:FK_SH + N_SH]
+    record_every = int(params[P_RECORD_EVERY])
+    _replay_start(sh, params[P_FUND_INITIAL], record_every, traj)
+    _replay(sh, 0, int(fk[ck + CK_KF]), layers, params[P_FEE_SHARE], params[P_FUND_CAP],
+            params[P_STEP_MINUTES], record_every, traj, fwork, iwork)
+    _replay_step(sh, int(fk[ck + CK_T]), record_every, traj)
+    for k in range(N_METRICS):
+        out[k] = fk[ck + CK_OUT + k]
+    _replay_out(sh, layers, out)
+    st[S_FUND] = sh[SH_FUND]
+    st[S_CUM_IN] = sh[SH_CUM_IN]
+    st[S_CUM_OUT] = sh[SH_CUM_OUT]
+    st[S_NEED] = sh[SH_NEED]
+    fk[FK_PLATFORM_BEFORE] = sh[SH_PLATFORM_BEFORE]
+    fk[FK_NEXT_RECORD] = sh[SH_NEXT_RECORD] if record_every > 0 else -1.0
+    st[S_RESUME] = g + 1
 
 
 @njit(cache=True)
 def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base, lorder,
                       sorder, lkey, skey, lorder0, sorder0, lkey0, skey0, n_long, n_short, qval,
                       qpos, n_qlong, tt, layers, n_layers, params, out, traj, fwork, iwork,
-                      touched, is_loose, st):
+                      touched, is_loose, st, fk):
     """One path under every policy, in order: :func:`simulate_path` for policy ``p``
     (``layers[p, :n_layers[p]]``, ``params[p]``, ``out[p]``, ``traj[p]``), then
     :func:`restore_book`. One call instead of two per policy: each call from
@@ -2732,6 +3281,7 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
     rode = 0
     done = np.zeros(n_pol, dtype=np.bool_)
     last = index.shape[0] - 1
+    sh = fk[FK_SH:FK_SH + N_SH]
     for kind in range(3):
         for p in range(n_pol):
             if done[p] or ledger_class(layers[p, :n_layers[p]]) != kind:
@@ -2741,22 +3291,88 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
                 if not done[q] and q != p and _rides(p, q, params):
                     riders = True
             st[S_LOG] = 1.0 if riders else 0.0
+            n_cand = 0
+            if riders and kind == 0:
+                n_cand = _fork_setup(p, layers, n_layers, params, done, fk, st)
             simulate_path(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
                           sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt,
                           layers[p, :n_layers[p]], params[p], out[p], traj[p], fwork, iwork,
-                          touched, is_loose, st)
-            restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0,
-                         skey0, fwork, iwork, st)
+                          touched, is_loose, st, fk)
             done[p] = True
+            st[S_FORKING] = 0.0
+            st[S_SNAP] = 0.0
+            forks = n_cand > 0 and fk[FK_NCKPT] > 0.0 and st[S_UNDOFULL] == 0.0
             if riders and st[S_DIVERGED] == 0.0 and st[S_LOGFULL] == 0.0:
                 for q in range(n_pol):
-                    if not done[q] and _rides(p, q, params):
+                    if not done[q] and _rides(p, q, params) and not _forked(q, fk, forks):
                         done[q] = _ride(int(st[S_NLOG]), last, layers[q, :n_layers[q]],
-                                        params[q], out[p], out[q], traj[q], fwork, iwork)
+                                        params[q], out[p], out[q], traj[q], fwork, iwork, sh)
                         if done[q]:
                             rode += 1
+            if forks:
+                _run_forks(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base,
+                           lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0, n_long,
+                           n_short, qval, qpos, n_qlong, tt, layers, n_layers, params, out,
+                           traj, fwork, iwork, touched, is_loose, st, fk, done)
+            st[S_UNDO] = 0.0
+            restore_book(acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0,
+                         skey0, fwork, iwork, st)
     st[S_LOG] = 0.0
     return rode
+
+
+@njit(cache=True)
+def _forked(q, fk, forks):
+    """Policy ``q`` has a checkpoint to fork from (:func:`_fork_check`)."""
+    if not forks:
+        return False
+    for c in range(int(fk[FK_NCAND])):
+        b = FK_CAND0 + c * CAND_SIZE
+        if int(fk[b + C_Q]) == q:
+            return fk[b + C_CK] >= 0.0
+    return False
+
+
+@njit(cache=True)
+def _run_forks(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base, lorder, sorder,
+               lkey, skey, lorder0, sorder0, lkey0, skey0, n_long, n_short, qval, qpos, n_qlong,
+               tt, layers, n_layers, params, out, traj, fwork, iwork, touched, is_loose, st, fk,
+               done):
+    """After a primary that took checkpoints: each candidate with one goes on from it
+    (:func:`_fork_from`), the latest checkpoint first. Each fork's changes go into
+    the undo log too, so that the book can be put back to its checkpoint for the
+    next (:func:`_rollback`); the last leaves the book to :func:`restore_book`. If the
+    undo log runs out, the forks left are given up: those policies are run."""
+    n_c = int(fk[FK_NCAND])
+    left = 0
+    for c in range(n_c):
+        if fk[FK_CAND0 + c * CAND_SIZE + C_CK] >= 0.0:
+            left += 1
+    for g in range(int(fk[FK_NCKPT]) - 1, -1, -1):
+        for c in range(n_c):
+            b = FK_CAND0 + c * CAND_SIZE
+            if int(fk[b + C_CK]) != g:
+                continue
+            if st[S_UNDOFULL] != 0.0:
+                return
+            q = int(fk[b + C_Q])
+            _rollback(g, acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0,
+                      skey0, fwork, iwork, st, fk)
+            _fork_from(g, layers[q, :n_layers[q]], params[q], out[q], traj[q], fwork, iwork,
+                       st, fk)
+            if ledger_class(layers[q, :n_layers[q]]) == 2:
+                _period_from_base(g, base, fwork, iwork, st, fk)
+            left -= 1
+            st[S_LOG] = 0.0
+            st[S_UNDO] = 1.0 if left > 0 else 0.0
+            st[S_GEN] += 1.0
+            simulate_path(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, lorder,
+                          sorder, lkey, skey, n_long, n_short, qval, qpos, n_qlong, tt,
+                          layers[q, :n_layers[q]], params[q], out[q], traj[q], fwork, iwork,
+                          touched, is_loose, st, fk)
+            st[S_RESUME] = 0.0
+            st[S_FORKS] += 1.0
+            done[q] = True
 
 
 class BookRunner:
@@ -2827,12 +3443,12 @@ class BookRunner:
         ``traj[policies, k]`` (C-contiguous). The same results as :meth:`run` for
         each policy in turn, in one kernel call. Returns how many policies took
         their results from another's ledger journal (:func:`simulate_policies`)."""
-        fwork, iwork, touched, is_loose, st = self.work
+        fwork, iwork, touched, is_loose, st, fk = self.work
         return simulate_policies(*market, self.acct, self.base, self.lorder, self.sorder,
                                  self.lkey, self.skey, self.lorder0, self.sorder0, self.lkey0,
                                  self.skey0, self.n_long, self.n_short, self.qval, self.qpos,
                                  self.n_qlong, self.tt, layers, n_layers, params, out, traj,
-                                 fwork, iwork, touched, is_loose, st)
+                                 fwork, iwork, touched, is_loose, st, fk)
 
     def run(self, market, layers, params, out, traj, keep: bool = False):
         """One path: ``market`` is ``(index, mark0, depth_bid, depth_ask, gap_bid,
@@ -2842,7 +3458,7 @@ class BookRunner:
                       self.n_long, self.n_short, self.qval, self.qpos, self.n_qlong, self.tt,
                       layers, params, out, traj, *self.work)
         final = None
-        fwork, iwork, touched, is_loose, st = self.work
+        fwork, iwork, touched, is_loose, st, _ = self.work
         if keep:
             final = self.acct.copy()
             if st[S_PENDING] != 0.0:  # the lazy haircuts still owed, into the cash

@@ -93,7 +93,7 @@ def test_the_book_is_restored_after_every_path():
         again = run(runner, market, layers, kw)
         for a, b in zip(first, again):
             np.testing.assert_array_equal(a, b)
-        fwork, iwork, touched, is_loose, st = runner.work
+        fwork, iwork, touched, is_loose, st, _ = runner.work
         assert not is_loose.any() and touched[0] == 0
         assert np.all(fwork[F_LOSS:F_EQH + 1] == 0.0)  # the per-account loss rows are zero again
 
