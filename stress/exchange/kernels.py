@@ -660,7 +660,7 @@ F_TAKE = 18
 F_C0 = 19  # the account's cash before its first change on the path
 F_H0 = 20  # the side's haircut per unit already in the account's cash (0 on entry)
 F_LOG = 21  # the ledger journal's amounts: two rows, room for 2n entries (see _log)
-F_UNDO = 23  # the undo log (see _save_row): a row's N_ACCT columns
+F_UNDO = 23  # the undo log (see _retouch): a row's N_ACCT columns
 N_FWORK = F_UNDO + N_ACCT
 # Rows of ``iwork`` beyond the walks' scratch.
 I_ELIG = 6  # eligible accounts (the list)
@@ -683,10 +683,17 @@ DETECT_NAIVE = 2  # run the exact tests on every open account
 
 
 @leaf
-def _save_row(i, acct, fwork, iwork, st):
-    """The undo log: save account ``i``'s row as it is before its first change in this
-    generation (see :func:`simulate_policies`), if it had changed before. Room for
-    ``n`` entries; past it the log stops and says so (``S_UNDOFULL``)."""
+def _retouch(i, acct, fwork, iwork, st):
+    """Account ``i``, changed before on the path, is about to change again while a
+    fork may need the book as it was (``S_UNDO``) or a primary follows the
+    settlement periods (``S_SNAP``): the period is no longer clean (see ``S_PND``),
+    and the undo log saves the row as it is before its first change in this
+    generation (an account first changed after a checkpoint was as in the base
+    there). Room for ``n`` entries; past it the log stops and says so
+    (``S_UNDOFULL``)."""
+    st[S_PCLEAN] = 0.0
+    if st[S_UNDO] == 0.0 or iwork[I_GEN, i] == int(st[S_GEN]):
+        return
     iwork[I_GEN, i] = int(st[S_GEN])
     e = int(st[S_NUNDO])
     if e >= acct.shape[0]:
@@ -710,11 +717,8 @@ def _touch(i, acct, fwork, iwork, st):
         iwork[I_DIRTY, k] = i
         st[S_NDIRTY] = k + 1
         fwork[F_C0, i] = acct[i, C]
-    else:
-        if st[S_UNDO] != 0.0 and iwork[I_GEN, i] != int(st[S_GEN]):
-            # (An account first changed after a checkpoint was as in the base there.)
-            _save_row(i, acct, fwork, iwork, st)
-        st[S_PCLEAN] = 0.0  # (see S_PND)
+    elif st[S_UNDO] != 0.0 or st[S_SNAP] != 0.0:
+        _retouch(i, acct, fwork, iwork, st)
     if st[S_PENDING] != 0.0:
         # Write the lazy haircut owed from earlier settlements into the cash.
         d = _pending(i, acct, fwork, st)
@@ -2211,8 +2215,6 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     # The period snapshots of a socialised policy; a primary that a socialised policy
     # may fork from follows the periods without them (S_SNAP, S_PND).
     snaps = social
-    track = st[S_SNAP] != 0.0
-    period_mode = 1 if snaps else (2 if track else 0)
     resume = int(st[S_RESUME])  # g + 1: the path goes on from checkpoint g
 
     liq_short = fwork[F_SHORT, :n]
@@ -2306,17 +2308,15 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             st[S_PERIOD] = -1.0  # (set by the caller when it has snapshots)
     if social:
         _haircut_gains(tt, params, st)
-    forking = st[S_FORKING] != 0.0 and resume == 0
-    fork_slack = st[S_FORK_SLACK]
 
     while t <= last:
-        if resume == 0:
+        if st[S_RESUME] == 0.0:
             if detect == DETECT_SORTED and n_pend == 0 and st[S_WIDE] == 0.0:
                 # The steps where nothing triggers and nothing is due, in a loop of their own.
                 lo, hi = _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st)
                 t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle = _quiet_steps(
-                    t, last, next_funding, next_record, next_settle, settle_every, period_mode,
-                    disp,
+                    t, last, next_funding, next_record, next_settle, settle_every,
+                    1 if snaps else (2 if st[S_SNAP] != 0.0 else 0), disp,
                     used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
                     index, mark0, lo, hi, out, st)
             platform_before = out[PLATFORM_LOSS]
@@ -2344,7 +2344,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             step_mark = mark
             rounds = 0
         while True:
-            if resume == 0:
+            if st[S_RESUME] == 0.0:
                 # Most steps trigger nothing: the heads of the sorted sides tell, without
                 # the call of _detect and its two dozen arguments (≈ 300 ns a step).
                 if detect == DETECT_SORTED:
@@ -2418,19 +2418,20 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                     for j in range(n_short_round):
                         log = _log(log, liq_short[j], t * 4 + K_LOSS, fwork, iwork, st)
                     _log_end(log, st)
-                    if forking and n_short_round > 0:
+                    if st[S_FORKING] != 0.0 and n_short_round > 0:
                         # Would a policy forking from this one see a loss reach its ADL or
                         # socialised layer now? Then it starts from here (_fork_check).
+                        slack = st[S_FORK_SLACK]
                         for j in range(n_short_round):
-                            fork_slack -= liq_short[j]
-                        if fork_slack < 0.0:
-                            forking = _fork_check(
-                                k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask,
-                                premium_sum, premium_n, next_settle, next_funding, nl, ns,
-                                lhead, shead, n_loose, imp_sell, imp_buy, n_short_round, out,
-                                fk, fwork, iwork, touched, loose, st)
-                            fork_slack = st[S_FORK_SLACK]
-            resume = 0
+                            slack -= liq_short[j]
+                        st[S_FORK_SLACK] = slack
+                        if slack < 0.0:
+                            _fork_check(k_fills, t, mark, step_mark, rounds, disp, used_bid,
+                                        used_ask, premium_sum, premium_n, next_settle,
+                                        next_funding, nl, ns, lhead, shead, n_loose, imp_sell,
+                                        imp_buy, n_short_round, out, fk, fwork, iwork, touched,
+                                        loose, st)
+            st[S_RESUME] = 0.0  # (a fork goes on as a path from here)
             qstate[0] = -1  # ADL queues are ranked at this round's mark on first use
             qstate[2] = -1
             for j in range(n_short_round):
@@ -2518,7 +2519,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             st[S_PERIOD] += 1.0
             st[S_PMARK] = mark
             st[S_NPLIST] = 0.0
-        elif track and boundary:
+        elif boundary and st[S_SNAP] != 0.0:
             st[S_PMARK] = mark
             st[S_PND] = st[S_NDIRTY]
             st[S_PCLEAN] = 1.0
@@ -2901,7 +2902,7 @@ def _ride(n_log, last, layers, params, src, out, traj, fwork, iwork, sh):
 # socialised layer saw the primary's book until the round of that loss: it is forked
 # there instead of run from step 0. The primary tracks such candidates (_fork_check)
 # and saves its state after the fills of the round (_checkpoint); from then on, its
-# changes to the book go into the undo log (_save_row), so that simulate_policies can
+# changes to the book go into the undo log (_retouch), so that simulate_policies can
 # put the book back as it was there (_rollback) and run the candidate from it.
 # Their scratch is a float array ``fk`` (workspace): a header, the candidates, the
 # checkpoints and a pool for a checkpoint's lists.
