@@ -3277,7 +3277,24 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
     layer. Policies with only fund and platform layers run first, then those with
     ADL, then those with a socialised layer (``ledger_class``), so that a fund +
     ADL policy whose fund never runs dry, or any policy on a path without a
-    shortfall, costs almost nothing. Returns the number of policies that rode."""
+    shortfall, costs almost nothing.
+
+    A rider whose loss does reach its ADL or socialised layer saw the primary's
+    book up to that round's fills, so it is forked there instead of run from step
+    0 (a primary with only fund and platform layers tracks such candidates:
+    :func:`_fork_setup`, :func:`_fork_check`). The primary saves its state after
+    the round's fills (:func:`_checkpoint`) and, from then on, every account row it
+    changes again into the undo log (:func:`_retouch`; a row first changed later was
+    as in ``base``). After it, the latest checkpoint first, the book is put back
+    (:func:`_rollback`), the candidate's ledger replayed from the journal up to
+    the round (:func:`_fork_from`) and the path goes on under the candidate's
+    policy; a socialised one gets its settlement period's snapshots from the base
+    rows (:func:`_period_from_base`), which needs every account changed in the
+    period to have been first changed in it, without a deposit. No checkpoint is
+    taken once the book was re-sorted, and when the undo log (room for ``n`` rows)
+    runs out the forks left are given up: those policies are run. Bit-identical to
+    a run of their own either way. Returns the number of policies that rode
+    (``st[S_FORKS]`` counts the forks)."""
     n_pol = params.shape[0]
     rode = 0
     done = np.zeros(n_pol, dtype=np.bool_)
