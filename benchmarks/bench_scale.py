@@ -67,8 +67,8 @@ from stress._jit import NUMBA_DISABLED, njit  # noqa: E402
 from stress.config import load_config  # noqa: E402
 from stress.exchange.contracts import kernel_market  # noqa: E402
 from stress.exchange.kernels import (DETECT_NAIVE, DETECT_SCAN, DETECT_SORTED,  # noqa: E402
-                                     BookRunner, book_accounts, layer_table, make_params,
-                                     prepare_book, tier_array, walk_permutation)
+                                     S_FORKS, BookRunner, book_accounts, layer_table,
+                                     make_params, prepare_book, tier_array, walk_permutation)
 from stress.exchange.reference import ReferenceEngine, VectorisedEngine  # noqa: E402
 from stress.exchange.tiers import builtin_tiers  # noqa: E402
 from stress.market.liquidity import path_liquidity  # noqa: E402
@@ -405,15 +405,18 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
         runner.run(path_list[0], lay, params, out, traj)
     runner.run_policies(path_list[0], table, n_layers, ptable, outs, trajs)
 
+    st = runner.work[4]
+
     def one_pass():
         clock = time.perf_counter
+        forks = st[S_FORKS]
         t = clock()
         liq = 0.0
         rode = 0
         for mk in path_list:
             rode += runner.run_policies(mk, table, n_layers, ptable, outs, trajs)
             liq += outs[0, INDEX["n_liquidations"]]
-        return clock() - t, liq / (paths * n), rode
+        return clock() - t, liq / (paths * n), rode, int(st[S_FORKS] - forks)
 
     def per_policy():
         per = np.zeros(len(pols))
@@ -431,7 +434,7 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
         now = one_pass()
         if best is None or now[0] < best[0]:
             best = now
-    total, share, rode = best
+    total, share, rode, forks = best
     per = None
     for _ in range(max(1, args.peer_repeat)):
         gc.collect()
@@ -447,7 +450,8 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
           f"{len(pols)} policies): {total:.3f} s = {fmt_s(total / paths / len(pols))} per path "
           f"and policy; {rate:,.3g} equivalent account-steps/s")
     print(f"  of the {paths * len(pols):,} path-policies, {rode:,} rode on another policy's "
-          f"ledger journal (no loss reached their ADL layer: see simulate_policies)")
+          f"ledger journal (no loss reached their ADL layer) and {forks:,} forked from its "
+          f"checkpoint at the round one did (see simulate_policies)")
     print("  per policy, a call each (best of each; no riding): "
           + ", ".join(f"{name} {fmt_s(t / paths)}" for (name, _), t in zip(pols, per))
           + f" per path (sum {fmt_s(per.sum() / paths)})")

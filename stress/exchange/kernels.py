@@ -2739,7 +2739,7 @@ N_SH = 17
 _NEVER = 1 << 62  # (a step no path reaches)
 
 
-@njit(cache=True)
+@leaf
 def _replay_start(sh, fund, record_every, traj):
     """A ledger at the start of a path (:func:`_replay`): the fund ``fund``, recorded
     every ``record_every`` steps into ``traj`` (none when 0)."""
@@ -2754,7 +2754,7 @@ def _replay_start(sh, fund, record_every, traj):
         traj[0] = fund
 
 
-@njit(cache=True)
+@leaf
 def _replay_step(sh, t, record_every, traj):
     """The replayed ledger ``sh`` reaches step ``t``: the end of its last step as the
     kernel closes a step (the fund's low, the platform's largest step), and the
@@ -2777,7 +2777,7 @@ def _replay_step(sh, t, record_every, traj):
     sh[SH_PLATFORM_BEFORE] = sh[SH_PLATFORM]
 
 
-@njit(cache=True)
+@leaf
 def _replay(sh, k0, k1, layers, share, cap, step_minutes, record_every, traj, fwork, iwork):
     """Run the ledger journal's entries ``k0`` to ``k1`` (:func:`_log`) through the
     waterfall ``layers`` with the kernel's rules (:func:`_paid_in`, :func:`_payout`,
@@ -2850,7 +2850,7 @@ def _replay(sh, k0, k1, layers, share, cap, step_minutes, record_every, traj, fw
     return failed
 
 
-@njit(cache=True)
+@leaf
 def _replay_out(sh, layers, out):
     """The replayed ledger ``sh`` into the metrics ``out`` (``LEDGER_METRICS``)."""
     has_fund = False
@@ -3010,7 +3010,7 @@ def _fork_setup(p, layers, n_layers, params, done, fk, st):
     return n_c
 
 
-@njit(cache=True)
+@leaf
 def _fork_slack(n_c, fk):
     """How much more loss the tracked candidates (the first ``n_c``) surely take
     without one reaching an ADL or socialised layer: their ledgers need replaying
@@ -3041,7 +3041,7 @@ def _fork_slack(n_c, fk):
     return slack
 
 
-@njit(cache=True)
+@leaf
 def _checkpoint(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, premium_sum,
                 premium_n, next_settle, next_funding, nl, ns, lhead, shead, n_loose, imp_sell,
                 imp_buy, n_short_round, out, fk, fwork, iwork, touched, loose, st):
@@ -3106,7 +3106,7 @@ def _checkpoint(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, p
     return g
 
 
-@njit(cache=True)
+@leaf
 def _ck_arrays(ck, fk, fwork, touched, is_loose, loose):
     """A fork's start: the round's shortfalls, the accounts it changed (``touched``
     empty before) and the loose accounts as checkpoint ``ck`` saved them. Returns
@@ -3133,7 +3133,7 @@ def _ck_arrays(ck, fk, fwork, touched, is_loose, loose):
     return n_loose
 
 
-@njit(cache=True)
+@leaf
 def _fork_check(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, premium_sum,
                 premium_n, next_settle, next_funding, nl, ns, lhead, shead, n_loose, imp_sell,
                 imp_buy, n_short_round, out, fk, fwork, iwork, touched, loose, st):
@@ -3155,12 +3155,23 @@ def _fork_check(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, p
             continue
         sh = fk[b + C_SH:b + C_SH + N_SH]
         lay = fk[b + C_LAY:b + C_LAY + int(fk[b + C_NL])]
-        failed = _replay(sh, int(fk[b + C_K]), k_end, lay, fk[b + C_SHARE], fk[b + C_CAP],
-                         fk[b + C_STEP_MINUTES], 0, fk[:0], fwork, iwork)
-        if failed < 0:
+        share = fk[b + C_SHARE]
+        cap = fk[b + C_CAP]
+        minutes = fk[b + C_STEP_MINUTES]
+        # The round's fees and surpluses, then its losses (from a copy: a fork goes on
+        # from the ledger after the fills, _fork_from).
+        _replay(sh, int(fk[b + C_K]), k_fills, lay, share, cap, minutes, 0, fk[:0], fwork, iwork)
+        trial = fk[FK_SH:FK_SH + N_SH]
+        for k in range(N_SH):
+            trial[k] = sh[k]
+        if _replay(trial, k_fills, k_end, lay, share, cap, minutes, 0, fk[:0], fwork,
+                   iwork) < 0:
+            for k in range(N_SH):
+                sh[k] = trial[k]
             fk[b + C_K] = k_end
             live += 1
             continue
+        fk[b + C_K] = k_fills
         if ck == -2:
             ck = _checkpoint(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask,
                              premium_sum, premium_n, next_settle, next_funding, nl, ns, lhead,
@@ -3177,7 +3188,7 @@ def _fork_check(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, p
     return live > 0
 
 
-@njit(cache=True)
+@leaf
 def _rollback(g, acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0, skey0,
               fwork, iwork, st, fk):
     """Put the book back as it was at checkpoint ``g``: the rows changed then and since,
@@ -3202,15 +3213,16 @@ def _rollback(g, acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0
                 acct[i, c] = base[i, c]
             iwork[I_DFLAG, i] = 0
     if st[S_RESORTED] != 0.0:
-        lorder[:] = lorder0
-        sorder[:] = sorder0
-        lkey[:] = lkey0
-        skey[:] = skey0
+        for j in range(lorder.shape[0]):
+            lorder[j] = lorder0[j]
+            sorder[j] = sorder0[j]
+            lkey[j] = lkey0[j]
+            skey[j] = skey0[j]
     for k in range(S_LOG):
         st[k] = fk[ck + CK_ST + k]
 
 
-@njit(cache=True)
+@leaf
 def _period_from_base(g, base, fwork, iwork, st, fk):
     """A socialised policy forking at checkpoint ``g`` (the book put back there): the
     settlement period's snapshots, which its primary did not take. Every account
@@ -3230,18 +3242,23 @@ def _period_from_base(g, base, fwork, iwork, st, fk):
     st[S_PERIOD] = 0.0
 
 
-@njit(cache=True)
-def _fork_from(g, layers, params, out, traj, fwork, iwork, st, fk):
-    """Set up policy ``layers``/``params`` to go on from checkpoint ``g`` (the book
-    already put back there): its ledger replayed from the journal up to the round's
-    fills (:func:`_replay`), the path's other metrics as the primary had them, and
-    ``S_RESUME``."""
+@leaf
+def _fork_from(g, b, layers, params, out, traj, fwork, iwork, st, fk):
+    """Set up policy ``layers``/``params`` (candidate ``b``, see :func:`_fork_setup`) to
+    go on from checkpoint ``g`` (the book already put back there): its ledger up to the
+    round's fills, the path's other metrics as the primary had them, and
+    ``S_RESUME``. The ledger is the one the primary followed (:func:`_fork_check`),
+    or, when the fund is recorded, replayed from the journal (:func:`_replay`) for
+    the records."""
     ck = _ck_base(g)
-    sh = fk[FK_SH:FK_SH + N_SH]
     record_every = int(params[P_RECORD_EVERY])
-    _replay_start(sh, params[P_FUND_INITIAL], record_every, traj)
-    _replay(sh, 0, int(fk[ck + CK_KF]), layers, params[P_FEE_SHARE], params[P_FUND_CAP],
-            params[P_STEP_MINUTES], record_every, traj, fwork, iwork)
+    if record_every > 0 and traj.shape[0] > 0:
+        sh = fk[FK_SH:FK_SH + N_SH]
+        _replay_start(sh, params[P_FUND_INITIAL], record_every, traj)
+        _replay(sh, 0, int(fk[ck + CK_KF]), layers, params[P_FEE_SHARE], params[P_FUND_CAP],
+                params[P_STEP_MINUTES], record_every, traj, fwork, iwork)
+    else:
+        sh = fk[b + C_SH:b + C_SH + N_SH]
     _replay_step(sh, int(fk[ck + CK_T]), record_every, traj)
     for k in range(N_METRICS):
         out[k] = fk[ck + CK_OUT + k]
@@ -3251,7 +3268,7 @@ def _fork_from(g, layers, params, out, traj, fwork, iwork, st, fk):
     st[S_CUM_OUT] = sh[SH_CUM_OUT]
     st[S_NEED] = sh[SH_NEED]
     fk[FK_PLATFORM_BEFORE] = sh[SH_PLATFORM_BEFORE]
-    fk[FK_NEXT_RECORD] = sh[SH_NEXT_RECORD] if record_every > 0 else -1.0
+    fk[FK_NEXT_RECORD] = sh[SH_NEXT_RECORD] if record_every > 0 and traj.shape[0] > 0 else -1.0
     st[S_RESUME] = g + 1
 
 
@@ -3339,7 +3356,7 @@ def simulate_policies(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct
     return rode
 
 
-@njit(cache=True)
+@leaf
 def _forked(q, fk, forks):
     """Policy ``q`` has a checkpoint to fork from (:func:`_fork_check`)."""
     if not forks:
@@ -3376,8 +3393,8 @@ def _run_forks(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base,
             q = int(fk[b + C_Q])
             _rollback(g, acct, base, lorder, sorder, lkey, skey, lorder0, sorder0, lkey0,
                       skey0, fwork, iwork, st, fk)
-            _fork_from(g, layers[q, :n_layers[q]], params[q], out[q], traj[q], fwork, iwork,
-                       st, fk)
+            _fork_from(g, b, layers[q, :n_layers[q]], params[q], out[q], traj[q], fwork,
+                       iwork, st, fk)
             if ledger_class(layers[q, :n_layers[q]]) == 2:
                 _period_from_base(g, base, fwork, iwork, st, fk)
             left -= 1
