@@ -624,7 +624,7 @@ S_QBOOK = 33
 S_QL0 = 34
 S_QS0 = 35
 # Forks (see simulate_policies). The undo log: while S_UNDO is set, _touch saves an
-# account's row (with its period snapshot) on its first change in each generation.
+# account's row before it changes again, once per generation (_retouch).
 S_UNDO = 36
 S_GEN = 37  # the current generation (iwork[I_GEN] says when each row was last saved)
 S_NUNDO = 38  # the undo log's length
@@ -2150,6 +2150,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         lists every account changed and ``st[S_RESORTED]`` tells whether the
         orders were re-sorted; :func:`restore_book` puts the book back as it was
         in O(changed accounts), so a path costs nothing per untouched account.
+        ``fk`` and the slots of ``st`` from ``S_LOG`` on are the caller's: with
+        ``st[S_RESUME]`` = g + 1 the path goes on from checkpoint g of ``fk``
+        (a fork, set up by :func:`simulate_policies`) instead of starting.
 
     Each step: the mark's displacement by earlier forced orders decays, funding
     is paid at its interval, then rounds run at the mark. A round's candidates
@@ -2212,8 +2215,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             has_fund = True
         elif layers[li] == LAYER_SOCIALISED:
             social = True
-    # The period snapshots of a socialised policy; a primary that a socialised policy
-    # may fork from follows the periods without them (S_SNAP, S_PND).
+    # The period snapshots are a socialised policy's; a primary that a socialised
+    # policy may fork from follows the periods without them (S_SNAP, S_PND).
     snaps = social
     resume = int(st[S_RESUME])  # g + 1: the path goes on from checkpoint g
 
