@@ -2215,9 +2215,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             has_fund = True
         elif layers[li] == LAYER_SOCIALISED:
             social = True
-    # The period snapshots are a socialised policy's; a primary that a socialised
-    # policy may fork from follows the periods without them (S_SNAP, S_PND).
-    snaps = social
+    # (Only a socialised policy takes period snapshots; a primary that a socialised
+    # policy may fork from follows the periods without them: S_SNAP, S_PND.)
     resume = int(st[S_RESUME])  # g + 1: the path goes on from checkpoint g
 
     liq_short = fwork[F_SHORT, :n]
@@ -2249,7 +2248,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             st[k] = 0.0
         st[S_FUND] = params[P_FUND_INITIAL]
         out[FUND_MIN] = st[S_FUND]
-        st[S_PERIOD] = 0.0 if snaps else -1.0
+        st[S_PERIOD] = 0.0 if social else -1.0
         st[S_PMARK] = mark0[0]
         st[S_PND] = 0.0
         st[S_PCLEAN] = 1.0
@@ -2307,7 +2306,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
         n_loose = _ck_arrays(ck, fk, fwork, touched, is_loose, loose)
         platform_before = fk[FK_PLATFORM_BEFORE]
         next_record = int(fk[FK_NEXT_RECORD])
-        if not snaps:
+        if not social:
             st[S_PERIOD] = -1.0  # (set by the caller when it has snapshots)
     if social:
         _haircut_gains(tt, params, st)
@@ -2319,7 +2318,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 lo, hi = _quiet_bounds(lkey, skey, lhead, shead, nl, ns, n_loose, st)
                 t, disp, used_bid, used_ask, premium_sum, premium_n, next_settle = _quiet_steps(
                     t, last, next_funding, next_record, next_settle, settle_every,
-                    1 if snaps else (2 if st[S_SNAP] != 0.0 else 0), disp,
+                    1 if social else (2 if st[S_SNAP] != 0.0 else 0), disp,
                     used_bid, used_ask, premium_sum, premium_n, permanent_decay, used_decay,
                     index, mark0, lo, hi, out, st)
             platform_before = out[PLATFORM_LOSS]
@@ -2518,7 +2517,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
             n_pend = 0
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
-        if snaps and boundary:
+        if social and boundary:
             st[S_PERIOD] += 1.0
             st[S_PMARK] = mark
             st[S_NPLIST] = 0.0
@@ -2926,7 +2925,8 @@ MAX_FORK_LAYERS = 8
 C_SHARE = C_LAY + MAX_FORK_LAYERS
 C_CAP = C_SHARE + 1
 C_STEP_MINUTES = C_SHARE + 2
-C_SH = C_SHARE + 3  # its ledger's scalars (N_SH)
+C_SOCIAL = C_SHARE + 3  # 1 if its waterfall has a socialised layer
+C_SH = C_SHARE + 4  # its ledger's scalars (N_SH)
 CAND_SIZE = C_SH + N_SH
 FK_CK0 = FK_CAND0 + MAX_CAND * CAND_SIZE
 MAX_CK = 4
@@ -2999,6 +2999,7 @@ def _fork_setup(p, layers, n_layers, params, done, fk, st):
         fk[b + C_SHARE] = params[q, P_FEE_SHARE]
         fk[b + C_CAP] = params[q, P_FUND_CAP]
         fk[b + C_STEP_MINUTES] = params[q, P_STEP_MINUTES]
+        fk[b + C_SOCIAL] = 1.0 if kind == 2 else 0.0
         _replay_start(fk[b + C_SH:b + C_SH + N_SH], params[q, P_FUND_INITIAL], 0, fk[:0])
         n_c += 1
     st[S_FORK_SLACK] = _fork_slack(n_c, fk)
@@ -3180,11 +3181,8 @@ def _fork_check(k_fills, t, mark, step_mark, rounds, disp, used_bid, used_ask, p
                              premium_sum, premium_n, next_settle, next_funding, nl, ns, lhead,
                              shead, n_loose, imp_sell, imp_buy, n_short_round, out, fk, fwork,
                              iwork, touched, loose, st)
-        social = False
-        for li in range(lay.shape[0]):
-            if lay[li] == LAYER_SOCIALISED:
-                social = True
         # A socialised policy needs the period's snapshots from the base rows (S_PND).
+        social = fk[b + C_SOCIAL] != 0.0
         fk[b + C_CK] = ck if ck >= 0 and not (social and st[S_PCLEAN] == 0.0) else -2.0
     st[S_FORKING] = live
     st[S_FORK_SLACK] = _fork_slack(int(fk[FK_NCAND]), fk)
@@ -3398,7 +3396,7 @@ def _run_forks(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, acct, base,
                       skey0, fwork, iwork, st, fk)
             _fork_from(g, b, layers[q, :n_layers[q]], params[q], out[q], traj[q], fwork,
                        iwork, st, fk)
-            if ledger_class(layers[q, :n_layers[q]]) == 2:
+            if fk[b + C_SOCIAL] != 0.0:
                 _period_from_base(g, base, fwork, iwork, st, fk)
             left -= 1
             st[S_LOG] = 0.0
