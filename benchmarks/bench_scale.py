@@ -74,6 +74,7 @@ from stress.exchange.tiers import builtin_tiers  # noqa: E402
 from stress.market.liquidity import path_liquidity  # noqa: E402
 from stress.market.paths import price_path  # noqa: E402
 from stress.runner.seeding import path_rng  # noqa: E402
+from stress.runner.shard import BATCH_PATHS  # noqa: E402
 from stress.runner.variables import (ADL_BASIS_CODES, INDEX, LAYER_CODES,  # noqa: E402
                                      N_METRICS, PATH_METRICS)
 
@@ -396,14 +397,15 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
     t_gen = time.perf_counter() - t0
     out = np.empty(N_METRICS)
     traj = np.empty(0)
-    # As stress run calls it: one kernel call per path for every policy.
+    # As stress run calls it: one kernel call per batch of paths, for every policy.
     table, n_layers = layer_table([lay for _, lay in pols])
     ptable = np.ascontiguousarray(np.stack([params] * len(pols)))
-    outs = np.empty((len(pols), N_METRICS))
-    trajs = np.empty((len(pols), 0))
+    batches = [np.array(path_list[b:b + BATCH_PATHS]) for b in range(0, paths, BATCH_PATHS)]
+    outs = np.empty((paths, len(pols), N_METRICS))
+    trajs = np.empty((paths, len(pols), 0))
     for _, lay in pols:  # warm-up (cache load) excluded
         runner.run(path_list[0], lay, params, out, traj)
-    runner.run_policies(path_list[0], table, n_layers, ptable, outs, trajs)
+    runner.run_batch(batches[0][:1], table, n_layers, ptable, outs[:1], trajs[:1])
 
     st = runner.work[4]
 
@@ -411,12 +413,13 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
         clock = time.perf_counter
         forks = st[S_FORKS]
         t = clock()
-        liq = 0.0
         rode = 0
-        for mk in path_list:
-            rode += runner.run_policies(mk, table, n_layers, ptable, outs, trajs)
-            liq += outs[0, INDEX["n_liquidations"]]
-        return clock() - t, liq / (paths * n), rode, int(st[S_FORKS] - forks)
+        for b, mk in zip(range(0, paths, BATCH_PATHS), batches):
+            rode += runner.run_batch(mk, table, n_layers, ptable, outs[b:b + len(mk)],
+                                     trajs[b:b + len(mk)])
+        elapsed = clock() - t
+        liq = outs[:, 0, INDEX["n_liquidations"]].sum()
+        return elapsed, liq / (paths * n), rode, int(st[S_FORKS] - forks)
 
     def per_policy():
         per = np.zeros(len(pols))
@@ -446,8 +449,8 @@ def peer_workload(kind: str, steps: int, args, tiers) -> dict:
     print(f"--- peer workload: {n:,} accounts x {steps:,} steps x {paths:,} paths x "
           f"{len(pols)} policies = {work:.3g} account-steps")
     print(f"paths: {label}; liquidated per path {share:.1%} of the book on average")
-    print(f"kernel (one core, best of {args.peer_repeat}, one call per path for the "
-          f"{len(pols)} policies): {total:.3f} s = {fmt_s(total / paths / len(pols))} per path "
+    print(f"kernel (one core, best of {args.peer_repeat}, one call per {BATCH_PATHS} paths "
+          f"for the {len(pols)} policies): {total:.3f} s = {fmt_s(total / paths / len(pols))} per path "
           f"and policy; {rate:,.3g} equivalent account-steps/s")
     print(f"  of the {paths * len(pols):,} path-policies, {rode:,} rode on another policy's "
           f"ledger journal (no loss reached their ADL layer) and {forks:,} forked from its "

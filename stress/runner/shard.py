@@ -28,6 +28,9 @@ from stress.runner.variables import (ADL_BASIS_CODES, ADL_RANKINGS, BEARERS, FUN
 
 # Relative tolerance of the loss identity.
 IDENTITY_RTOL = 1e-9
+# Most paths, and most bytes of market arrays, in one kernel call.
+BATCH_PATHS = 64
+BATCH_BYTES = 4 << 20
 
 
 def kernel_params(cfg, policy, s0: float = 1.0) -> np.ndarray:
@@ -90,26 +93,47 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
     runner = None
     if prep.book is not None:
         runner = book_runner(kernel_accounts(prep.book, inverse), tt, params[0])
+    # Paths go to the kernel in batches, one call each (a call unboxes 33 arrays); a
+    # batch's markets are (paths, 6, steps + 1): 2.2 MB at 1,440 steps.
+    batch = max(1, min(BATCH_PATHS, BATCH_BYTES // (48 * (cfg.run.steps + 1))))
     try:
-        for j, path in enumerate(range(start, stop)):
-            rng = path_rng(cfg.run.seed, path)
-            prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng, prep.replay)
-            if not np.all(np.isfinite(prices)):
-                raise StressError(f"{cfg.source or 'config'}: market: the price path {path} is "
-                                  f"not finite (overflow); lower market.sigma, market.mu or the "
-                                  f"jumps")
-            # Drawn after the prices, so liquidity never changes a path's prices.
-            liq = path_liquidity(prices, cfg.liquidity, cfg.exchange.mark_smoothing_minutes,
-                                 cfg.run.step_minutes, rng)
-            if prep.book is None:
-                runner = BookRunner(kernel_accounts(prep.book_for_path(path), inverse), tt,
-                                    params[0])
-            if prep.topups:
-                # Drawn last, and only with top-ups, so they never change anything else.
-                runner.set_column(U, rng.random(len(runner.base)))
-            mk = kernel_market(prices, liq, inverse)
-            market = (mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid, mk.gap_ask)
-            runner.run_policies(market, layers, n_layers, table, out[j], fund[j])
+        for b0 in range(start, stop, batch):
+            b1 = min(stop, b0 + batch)
+            markets = np.empty((b1 - b0, 6, cfg.run.steps + 1))
+            draws = None
+            for k, path in enumerate(range(b0, b1)):
+                rng = path_rng(cfg.run.seed, path)
+                prices = price_path(cfg.market, cfg.run.steps, cfg.run.dt_years, rng,
+                                    prep.replay)
+                if not np.all(np.isfinite(prices)):
+                    raise StressError(f"{cfg.source or 'config'}: market: the price path {path} "
+                                      f"is not finite (overflow); lower market.sigma, "
+                                      f"market.mu or the jumps")
+                # Drawn after the prices, so liquidity never changes a path's prices.
+                liq = path_liquidity(prices, cfg.liquidity, cfg.exchange.mark_smoothing_minutes,
+                                     cfg.run.step_minutes, rng)
+                mk = kernel_market(prices, liq, inverse)
+                markets[k] = (mk.index, mk.mark, mk.depth_bid, mk.depth_ask, mk.gap_bid,
+                              mk.gap_ask)
+                if prep.book is None:  # a book per path: a runner of its own
+                    runner = BookRunner(kernel_accounts(prep.book_for_path(path), inverse), tt,
+                                        params[0])
+                if prep.topups:
+                    # Drawn last, and only with top-ups, so they never change anything else.
+                    u = rng.random(len(runner.base))
+                    if prep.book is None:
+                        runner.set_column(U, u)
+                    else:
+                        if draws is None:
+                            draws = np.empty((b1 - b0, len(u)))
+                        draws[k] = u
+                if prep.book is None:
+                    j = path - start
+                    runner.run_batch(markets[k:k + 1], layers, n_layers, table,
+                                     out[j:j + 1], fund[j:j + 1])
+            if prep.book is not None:
+                runner.run_batch(markets, layers, n_layers, table, out[b0 - start:b1 - start],
+                                 fund[b0 - start:b1 - start], draws)
     except BaseException:
         release_runner()  # a path cut short may have left the runner's book changed
         raise

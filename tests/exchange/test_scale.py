@@ -13,7 +13,7 @@ import pytest
 from conftest import jump_prices, random_book, small_tiers
 from stress.exchange.kernels import (DETECT_NAIVE, DETECT_SCAN, DETECT_SORTED, F_EQH, F_LOSS,
                                      LEDGER_METRICS, N_METRICS, S_QBOOK, S_RESORTED,
-                                     BookRunner, account_array, layer_table, ledger_class,
+                                     U, BookRunner, account_array, layer_table, ledger_class,
                                      make_params, tier_array)
 from stress.runner.variables import ADL_RANKINGS, INDEX, LAYER_CODES
 
@@ -391,3 +391,43 @@ def test_the_rank_sum_of_three_sorted_streams_is_that_of_their_sorted_union():
     assert _rank_sum(a, empty, empty, 0) == 1.0 + 2 * 2.0 + 3 * 2.0 + 4 * 5.0
     assert _rank_sum(a, empty, empty, 3) == 4.0 + 5 * 2.0 + 6 * 2.0 + 7 * 5.0
     assert _rank_sum(empty, empty, empty, 0) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_batch_of_paths_in_one_call_equals_a_call_per_path(seed):
+    # run_batch (one kernel call for many paths, each with its own top-up draws) gives
+    # what run_policies gives path by path, bit for bit, and leaves the book as a call
+    # per path does (the draws column as the last path had it).
+    acct, _, _, kw = case(seed)
+    n = len(acct)
+    tt = tier_array(small_tiers())
+    rng = np.random.default_rng(500 + seed)
+    markets = []
+    for k in range(5):
+        prices = jump_prices(rng, 150, rate=0.08)
+        flat = np.zeros(len(prices))
+        depth = np.full(len(prices), 2000.0 if k % 2 else np.inf)
+        markets.append((prices, prices * (1.0 + 0.001 * k), depth, depth, flat, flat + 0.001))
+    draws = rng.random((5, n))
+    chosen = [LAYER_LISTS[(seed + k) % len(LAYER_LISTS)] for k in range(3)]
+    table, n_layers = layer_table([np.array([LAYER_CODES[x] for x in names])
+                                   for names in chosen])
+    params = np.stack([make_params(**(kw | {"fund_initial": f})) for f in (50.0, 0.0, 5.0)])
+    one = BookRunner(acct.copy(), tt, params[0], reorder=bool(seed % 2))
+    each = BookRunner(acct.copy(), tt, params[0], reorder=bool(seed % 2))
+    out = np.full((5, 3, N_METRICS), -1.0)
+    traj = np.full((5, 3, 16), -1.0)
+    rode = one.run_batch(np.array(markets), table, n_layers, params, out, traj, draws)
+    rode_each = 0
+    for k in range(5):
+        each.set_column(U, draws[k])
+        o, tr = np.empty((3, N_METRICS)), np.full((3, 16), -1.0)
+        rode_each += each.run_policies(markets[k], table, n_layers, params, o, tr)
+        np.testing.assert_array_equal(out[k], o)
+        np.testing.assert_array_equal(traj[k], tr)
+    assert rode == rode_each
+    for a, b in zip((one.acct, one.base), (each.acct, each.base)):
+        np.testing.assert_array_equal(a, b)
+    # Without draws the column stays as it is.
+    one.run_batch(np.array(markets[:2]), table, n_layers, params, out[:2], traj[:2])
+    np.testing.assert_array_equal(one.base, each.base)
