@@ -1659,6 +1659,8 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
                     m += 1
         return m
     walked = 0
+    ascending = True  # (tracked as the candidates come: a pass over them saved)
+    prev = -1
     off_l, off_s = _widening(st)
     i = lhead
     while i < nl:
@@ -1668,6 +1670,9 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
         if not is_loose[a] and acct[a, Q] > 0.0:
             w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
             if w != ACT_NONE:
+                if a < prev:
+                    ascending = False
+                prev = a
                 cand[m] = a
                 act[m] = w
                 m += 1
@@ -1681,6 +1686,9 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
         if not is_loose[a] and acct[a, Q] < 0.0:
             w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
             if w != ACT_NONE:
+                if a < prev:
+                    ascending = False
+                prev = a
                 cand[m] = a
                 act[m] = w
                 m += 1
@@ -1695,20 +1703,21 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
             if mark <= _reach(a, q, acct, fwork, st):
                 w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
                 if w != ACT_NONE:
+                    if a < prev:
+                        ascending = False
+                    prev = a
                     cand[m] = a
                     act[m] = w
                     m += 1
         elif q < 0.0 and mark >= _reach(a, q, acct, fwork, st):
             w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
             if w != ACT_NONE:
+                if a < prev:
+                    ascending = False
+                prev = a
                 cand[m] = a
                 act[m] = w
                 m += 1
-    ascending = True
-    for j in range(1, m):
-        if cand[j] < cand[j - 1]:
-            ascending = False
-            break
     if not ascending:  # (a book in walk order yields its candidates in account order)
         perm = np.argsort(cand[:m], kind="mergesort")
         c2 = cand[:m].copy()
@@ -2208,6 +2217,7 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
     last = index.shape[0] - 1
 
     detect = int(params[P_DETECT])
+    n_alerts = int(params[P_N_ALERTS])
     has_fund = False
     social = False
     for li in range(layers.shape[0]):
@@ -2356,9 +2366,10 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 m = _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead,
                             shead, nl, ns, is_loose, loose, n_loose, cand, act, fwork, st)
                 # Alerts (and top-ups) first; the stops and liquidations are the orders.
-                n_orders = 0
+                # (Without alert levels every candidate is an order: no pass over them.)
+                n_orders = m if n_alerts == 0 else 0
                 alerted = False
-                for j in range(m):
+                for j in range(m if n_alerts > 0 else 0):
                     if act[j] == ACT_ALERT:
                         _alert(cand[j], mark, acct, tt, params, out, fwork, iwork, st)
                         _moved(cand[j], acct, touched)
