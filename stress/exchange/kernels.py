@@ -1547,16 +1547,39 @@ def _fairness(out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     n_ss = 0
     owed = st[S_OWED]
     owed_c = st[S_OWED_C]
+    # The listed losses in order; the zeros (eligible accounts that bore nothing)
+    # come first and add nothing to the Gini's rank sum: only their count is needed.
+    losses = np.empty(m0 + n_extra)
+    n_pos = 0
+    for r in range(m0):
+        v = fwork[F_LOSS, iwork[I_ELIG, r]]
+        if v > 0.0:
+            losses[n_pos] = v
+            n_pos += 1
+    for r in range(n_extra):
+        losses[n_pos] = extra[r]
+        n_pos += 1
+    r0 = m0 + n_extra - n_pos
+    # With no positive listed loss and one side streamed (a crash charges one side),
+    # the streamed losses are the whole ascending order: their rank sum is taken as
+    # they come (the additions _rank_sum would make, in its order).
+    alone = n_pos == 0 and (hl == 0.0 or hs == 0.0)
+    acc = 0.0
+    r = r0
     if stream:
         _mark_listed(1, mark, qpos, iwork, n_dirty, m0)
-        # (A side without haircuts owes nothing: Q·0 = 0. A crash charges one side.)
+        # (A side without haircuts owes nothing: Q·0 = 0.)
         for p in range(0 if hl != 0.0 else n_qlong, qval.shape[0] if hs != 0.0 else n_qlong):
             if mark[p] == 0:
                 d = qval[p] * (hl if p < n_qlong else hs)
                 if d != 0.0:
                     total += d
                     owed, owed_c = _neumaier(owed, owed_c, d)
-                    if p < n_qlong:
+                    if alone:
+                        r += 1
+                        acc += r * d
+                        n_sl += 1
+                    elif p < n_qlong:
                         stream_l[n_sl] = d
                         n_sl += 1
                     else:
@@ -1569,21 +1592,10 @@ def _fairness(out, fwork, iwork, st, extra, qval, qpos, n_qlong, stream):
     out[N_ACCOUNTS_HIT] = hit + n_stream
     out[ADL_MAX_LOSS_FRACTION] = worst
     if total > 0.0:
-        # The listed losses in order; the zeros (eligible accounts that bore nothing)
-        # come first and add nothing: only their count is needed.
-        losses = np.empty(m0 + n_extra)
-        n_pos = 0
-        for r in range(m0):
-            v = fwork[F_LOSS, iwork[I_ELIG, r]]
-            if v > 0.0:
-                losses[n_pos] = v
-                n_pos += 1
-        for r in range(n_extra):
-            losses[n_pos] = extra[r]
-            n_pos += 1
-        losses = losses[:n_pos]
-        _sort_nonnegative(losses)
-        acc = _rank_sum(losses, stream_l[:n_sl], stream_s[:n_ss], m0 + n_extra - n_pos)
+        if not alone:
+            losses = losses[:n_pos]
+            _sort_nonnegative(losses)
+            acc = _rank_sum(losses, stream_l[:n_sl], stream_s[:n_ss], r0)
         out[LOSS_GINI] = 2.0 * acc / (m * total) - (m + 1.0) / m
     else:
         out[LOSS_GINI] = np.nan
