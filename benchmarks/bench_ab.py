@@ -65,6 +65,7 @@ BIG_ACCOUNTS = 100_000
 BIG_STEPS = 1440
 BIG_DEPTHS = (0.02, 0.08, 0.15)
 KERNEL = "stress/exchange/kernels.py"
+JIT = "stress/_jit.py"
 
 
 def cache_root() -> Path:
@@ -89,11 +90,26 @@ def load_revision(rev: str):
         tmp = folder / "kernels.py.tmp"
         tmp.write_text(source)
         tmp.replace(path)  # written once: numba's cache is keyed on its time stamp
+    # The revision's own compile settings (stress/_jit.py) while its kernels load.
+    jit_path = folder / "_jit.py"
+    jit_source = git("show", f"{commit}:{JIT}")
+    if not jit_path.exists() or jit_path.read_text() != jit_source:
+        tmp = folder / "_jit.py.tmp"
+        tmp.write_text(jit_source)
+        tmp.replace(jit_path)
+    jit_spec = importlib.util.spec_from_file_location(f"stress_ab_jit_{commit[:12]}", jit_path)
+    jit = importlib.util.module_from_spec(jit_spec)
+    jit_spec.loader.exec_module(jit)
     name = f"stress_ab_{commit[:12]}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    own = sys.modules["stress._jit"]
+    sys.modules["stress._jit"] = jit
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules["stress._jit"] = own
     return module, commit
 
 
