@@ -1679,8 +1679,9 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
         if lkey[i] + off_l < mark:
             break
         a = lorder[i]
-        if not is_loose[a] and acct[a, Q] > 0.0:
-            w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
+        ua = np.uint64(a)  # (an unsigned row: no test for a negative index)
+        if not is_loose[ua] and acct[ua, Q] > 0.0:
+            w = action(ua, _cash_of(ua, acct, fwork, st), mark, acct, tt, params)
             if w != ACT_NONE:
                 if a < prev:
                     ascending = False
@@ -1695,8 +1696,9 @@ def _detect(detect, mark, acct, tt, params, lorder, sorder, lkey, skey, lhead, s
         if skey[i] - off_s > mark:
             break
         a = sorder[i]
-        if not is_loose[a] and acct[a, Q] < 0.0:
-            w = action(a, _cash_of(a, acct, fwork, st), mark, acct, tt, params)
+        ua = np.uint64(a)  # (an unsigned row: no test for a negative index)
+        if not is_loose[ua] and acct[ua, Q] < 0.0:
+            w = action(ua, _cash_of(ua, acct, fwork, st), mark, acct, tt, params)
             if w != ACT_NONE:
                 if a < prev:
                     ascending = False
@@ -2493,9 +2495,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                                             st)
             if touched[0] > 0 or n_loose > 0:  # (a call saved when nothing moved)
                 n_loose = _loosen(acct, tt, params, touched, is_loose, loose, n_loose, fwork, st)
-            while lhead < nl and acct[lorder[lhead], Q] == 0.0:
+            while lhead < nl and acct[np.uint64(lorder[lhead]), Q] == 0.0:
                 lhead += 1
-            while shead < ns and acct[sorder[shead], Q] == 0.0:
+            while shead < ns and acct[np.uint64(sorder[shead]), Q] == 0.0:
                 shead += 1
             move = 1.0 - permanent * imp_sell + permanent * imp_buy
             if move == 1.0:
@@ -2562,9 +2564,9 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                              n_loose, fwork, iwork, st)
             n_loose, lhead, shead = 0, 0, 0
         # Skip the closed positions at the head of each side.
-        while lhead < nl and acct[lorder[lhead], Q] == 0.0:
+        while lhead < nl and acct[np.uint64(lorder[lhead]), Q] == 0.0:
             lhead += 1
-        while shead < ns and acct[sorder[shead], Q] == 0.0:
+        while shead < ns and acct[np.uint64(sorder[shead]), Q] == 0.0:
             shead += 1
         t += 1
     out[FUND_FINAL] = st[S_FUND]
