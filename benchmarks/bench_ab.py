@@ -99,6 +99,7 @@ def load_revision(rev: str):
         tmp.replace(jit_path)
     jit_spec = importlib.util.spec_from_file_location(f"stress_ab_jit_{commit[:12]}", jit_path)
     jit = importlib.util.module_from_spec(jit_spec)
+    sys.modules[jit_spec.name] = jit  # (numba's cache finds its functions by module name)
     jit_spec.loader.exec_module(jit)
     name = f"stress_ab_{commit[:12]}"
     spec = importlib.util.spec_from_file_location(name, path)
