@@ -1355,12 +1355,14 @@ def _socialise(pot, mark, acct, touched, out, fwork, iwork, st, qval, qpos, n_ql
     delta = mark - st[S_PMARK]
     plist = iwork[I_PLIST]
     k = int(st[S_NPLIST])
+    profit = fwork[F_TAKE]  # (scratch: each listed account's profit, kept for the charges)
     total = 0.0
     changed = 0.0  # open quantity of the changed accounts on the side in profit
     n_changed = 0
     for r in range(k):
         i = plist[r]
         p = _period_profit(i, mark, acct, fwork, iwork, st)
+        profit[r] = p
         if p > 0.0:
             total += p
         q = acct[i, Q]
@@ -1381,11 +1383,10 @@ def _socialise(pot, mark, acct, touched, out, fwork, iwork, st, qval, qpos, n_ql
         return 0.0
     everything = pot >= total
     for r in range(k):
-        i = plist[r]
-        p = _period_profit(i, mark, acct, fwork, iwork, st)
+        p = profit[r]  # (a charge changes only its own account's cash: the same profit)
         if p > 0.0:
-            _haircut(i, p if everything else pot * (p / total), acct, touched, fwork, iwork,
-                     st)
+            _haircut(plist[r], p if everything else pot * (p / total), acct, touched, fwork,
+                     iwork, st)
     if unchanged > 0.0:
         h = delta if everything else (pot / total) * delta
         if delta > 0.0:
@@ -2827,16 +2828,18 @@ def _replay(sh, k0, k1, layers, share, cap, step_minutes, record_every, traj, fw
     platform = sh[SH_PLATFORM]
     residual = sh[SH_RESIDUAL]
     failed = -1
+    step = sh[SH_STEP]
     for k in range(k0, k1):
         r, j = _log_slot(k, n)
         code = iwork[I_LOG + r, j]
         t = code >> 2
-        if t != sh[SH_STEP]:
+        if t != step:
             sh[SH_FUND] = fund
             sh[SH_LOW] = low
             sh[SH_PLATFORM] = platform
             _replay_step(sh, t, record_every, traj)
             low = sh[SH_LOW]
+            step = t
         amount = fwork[F_LOG + r, j]
         kind = code & 3
         if kind != K_LOSS:  # as _fee or _fund_in
