@@ -656,7 +656,7 @@ F_EQP = 14  # equity at the start of the settlement period (valid when pid == pe
 F_BASE = 15  # water-filling scratch: base, slope, cap, take (per eligible account)
 F_SLOPE = 16
 F_CAP = 17
-F_TAKE = 18
+F_TAKE = 18  # (also, in a settlement, each listed account's period profit: _socialise)
 F_C0 = 19  # the account's cash before its first change on the path
 F_H0 = 20  # the side's haircut per unit already in the account's cash (0 on entry)
 F_LOG = 21  # the ledger journal's amounts: two rows, room for 2n entries (see _log)
