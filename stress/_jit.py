@@ -89,6 +89,9 @@ if NUMBA_DISABLED:
     def leaf(f):
         return f
 else:
+    # numba keys its cache on a function's source and bytecode, not on the options it
+    # was compiled with: after changing an option here, clear the cache (`make clean`,
+    # or delete stress/**/*.nbi and *.nbc), or the kernels compiled before load.
     from numba import njit  # noqa: F401
     from numba.core import cgutils, types
     from numba.core.cpu import CPUTargetOptions
