@@ -2406,7 +2406,8 @@ def simulate_path_python(index, mark0, depth_bid, depth_ask, gap_bid, gap_ask, a
                 # The round's forced orders per side, and their fills.
                 sell = 0.0
                 buy = 0.0
-                for j in range(n_orders):
+                # (Without an impact coefficient the volumes move nothing: no pass.)
+                for j in range(n_orders if impact_k != 0.0 else 0):
                     i = cand[j]
                     if style == STYLE_FULL or act[j] != ACT_LIQUIDATE:  # (saves a call)
                         vol = abs(acct[i, Q]) * mark
