@@ -73,6 +73,27 @@ def cache_root() -> Path:
     return Path(base) / "stress-ab"
 
 
+def written(path: Path, source: str) -> Path:
+    """``path`` holding ``source``, written only if it differs (numba's cache is keyed on
+    the file's time stamp)."""
+    if not path.exists() or path.read_text() != source:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(source)
+        tmp.replace(path)
+    return path
+
+
+def loaded(name: str, path: Path):
+    """The module at ``path``, imported as ``name`` (registered in ``sys.modules``:
+    numba's cache finds the functions it calls by module name)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_revision(rev: str):
     """The kernel module of git revision ``rev``, and its commit."""
     def git(*args):
@@ -81,34 +102,18 @@ def load_revision(rev: str):
     try:
         commit = git("rev-parse", "--verify", f"{rev}^{{commit}}").strip()
         source = git("show", f"{commit}:{KERNEL}")
+        jit_source = git("show", f"{commit}:{JIT}")
     except subprocess.CalledProcessError as e:
         sys.exit(f"bench_ab: {rev!r}: {e.stderr.strip() or 'not a revision of this checkout'}")
     folder = cache_root() / commit
-    path = folder / "kernels.py"
-    if not path.exists() or path.read_text() != source:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "kernels.py.tmp"
-        tmp.write_text(source)
-        tmp.replace(path)  # written once: numba's cache is keyed on its time stamp
+    path = written(folder / "kernels.py", source)
     # The revision's own compile settings (stress/_jit.py) while its kernels load.
-    jit_path = folder / "_jit.py"
-    jit_source = git("show", f"{commit}:{JIT}")
-    if not jit_path.exists() or jit_path.read_text() != jit_source:
-        tmp = folder / "_jit.py.tmp"
-        tmp.write_text(jit_source)
-        tmp.replace(jit_path)
-    jit_spec = importlib.util.spec_from_file_location(f"stress_ab_jit_{commit[:12]}", jit_path)
-    jit = importlib.util.module_from_spec(jit_spec)
-    sys.modules[jit_spec.name] = jit  # (numba's cache finds its functions by module name)
-    jit_spec.loader.exec_module(jit)
-    name = f"stress_ab_{commit[:12]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    jit = loaded(f"stress_ab_jit_{commit[:12]}",
+                 written(folder / "_jit.py", jit_source))
     own = sys.modules["stress._jit"]
     sys.modules["stress._jit"] = jit
     try:
-        spec.loader.exec_module(module)
+        module = loaded(f"stress_ab_{commit[:12]}", path)
     finally:
         sys.modules["stress._jit"] = own
     return module, commit

@@ -16,7 +16,7 @@ from stress import __version__
 from stress.config import fund_record_steps, settlement_steps
 from stress.errors import ConservationError, StressError
 from stress.exchange.contracts import kernel_accounts, kernel_market
-from stress.exchange.kernels import (BookRunner, U, layer_table, make_params, tier_array,
+from stress.exchange.kernels import (BookRunner, layer_table, make_params, tier_array,
                                      trajectory_length)
 from stress.market.liquidity import path_liquidity
 from stress.market.paths import price_path
@@ -118,19 +118,16 @@ def simulate_shard(prep: Prepared, start: int, stop: int) -> tuple[np.ndarray, n
                 if prep.book is None:  # a book per path: a runner of its own
                     runner = BookRunner(kernel_accounts(prep.book_for_path(path), inverse), tt,
                                         params[0])
-                if prep.topups:
-                    # Drawn last, and only with top-ups, so they never change anything else.
-                    u = rng.random(len(runner.base))
-                    if prep.book is None:
-                        runner.set_column(U, u)
-                    else:
-                        if draws is None:
-                            draws = np.empty((b1 - b0, len(u)))
-                        draws[k] = u
-                if prep.book is None:
+                # Drawn last, and only with top-ups, so they never change anything else.
+                u = rng.random(len(runner.base)) if prep.topups else None
+                if prep.book is None:  # and a kernel call of its own
                     j = path - start
-                    runner.run_batch(markets[k:k + 1], layers, n_layers, table,
-                                     out[j:j + 1], fund[j:j + 1])
+                    runner.run_batch(markets[k:k + 1], layers, n_layers, table, out[j:j + 1],
+                                     fund[j:j + 1], None if u is None else u[None])
+                elif u is not None:
+                    if draws is None:
+                        draws = np.empty((b1 - b0, len(u)))
+                    draws[k] = u
             if prep.book is not None:
                 runner.run_batch(markets, layers, n_layers, table, out[b0 - start:b1 - start],
                                  fund[b0 - start:b1 - start], draws)
